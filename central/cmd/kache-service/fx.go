@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/fx"
+	"go.uber.org/fx/fxevent"
+
+	"github.com/kache-planner/kache-planner/central/internal/api"
+	"github.com/kache-planner/kache-planner/central/internal/config"
+	"github.com/kache-planner/kache-planner/central/internal/ingest"
+	"github.com/kache-planner/kache-planner/central/internal/metrics"
+	"github.com/kache-planner/kache-planner/central/internal/planner"
+	"github.com/kache-planner/kache-planner/central/internal/readiness"
+	"github.com/kache-planner/kache-planner/central/internal/store"
+	"github.com/kache-planner/kache-planner/shared/buildinfo"
+)
+
+// opts is the whole dependency graph of kache-service.
+func opts(cfg config.Config, log *slog.Logger) fx.Option {
+	return fx.Options(
+		fx.Supply(cfg, log),
+		fx.WithLogger(func(l *slog.Logger) fxevent.Logger {
+			fl := &fxevent.SlogLogger{Logger: l.With("component", "fx")}
+			fl.UseLogLevel(slog.LevelDebug)
+			return fl
+		}),
+		fx.StopTimeout(cfg.ShutdownTimeout+5*time.Second),
+		fx.Provide(
+			newRegistry,
+			func(r *prometheus.Registry) prometheus.Registerer { return r },
+			func(r *prometheus.Registry) prometheus.Gatherer { return r },
+			metrics.New,
+			newReadiness,
+			newStore,
+			newIngest,
+			newPlanner,
+			newServer,
+		),
+		fx.Invoke(start),
+	)
+}
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+func newReadiness(m *metrics.Metrics) *readiness.Flag {
+	return readiness.New(m.SetReady)
+}
+
+// newStore opens the database; with no --db-path it uses a temporary
+// directory removed on stop, so `go run` leaves nothing behind.
+func newStore(lc fx.Lifecycle, cfg config.Config, log *slog.Logger) (*store.Store, error) {
+	dir, ephemeral := cfg.DBPath, cfg.DBPath == ""
+	if ephemeral {
+		var err error
+		if dir, err = os.MkdirTemp("", "kache-service-*"); err != nil {
+			return nil, fmt.Errorf("create ephemeral database directory: %w", err)
+		}
+	} else if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return nil, fmt.Errorf("create database parent: %w", err)
+	}
+	l := log.With("component", "store")
+	st, err := store.Open(dir, store.Options{CacheMB: cfg.DBCacheMB, Logger: l})
+	if err != nil {
+		if ephemeral {
+			os.RemoveAll(dir)
+		}
+		return nil, err
+	}
+	l.Info("database open", "path", dir, "ephemeral", ephemeral, "artifacts", st.ArtifactCount(), "recovered", st.Recovered())
+	lc.Append(fx.StopHook(func() error {
+		err := st.Close()
+		if ephemeral {
+			os.RemoveAll(dir)
+		}
+		return err
+	}))
+	return st, nil
+}
+
+func newIngest(lc fx.Lifecycle, st *store.Store, cfg config.Config) (*ingest.Service, error) {
+	svc, err := ingest.NewService(st, int64(cfg.TimelineMaxDecodedBytes))
+	if err != nil {
+		return nil, err
+	}
+	lc.Append(fx.StopHook(svc.Close))
+	return svc, nil
+}
+
+func newPlanner(st *store.Store, cfg config.Config) *planner.Planner {
+	return planner.New(st, planner.Config{Name: cfg.PlannerName})
+}
+
+func newServer(cfg config.Config, p *planner.Planner, ing *ingest.Service, ready *readiness.Flag,
+	m *metrics.Metrics, g prometheus.Gatherer, log *slog.Logger) (*api.Server, error) {
+	return api.New(api.Config{
+		Addr:             cfg.Bind,
+		Token:            cfg.Token,
+		Version:          buildinfo.Resolve(buildinfo.Version),
+		MaxBodyBytes:     cfg.MaxBodyBytes,
+		MaxManifestBytes: cfg.MaxManifestBytes,
+		MaxTimelineBytes: cfg.TimelineMaxCompressedBytes,
+		ReadTimeout:      cfg.ReadTimeout,
+		WriteTimeout:     cfg.WriteTimeout,
+		IdleTimeout:      cfg.IdleTimeout,
+	}, api.Deps{Planner: p, Ingester: ing, Ready: ready, Metrics: m, Gatherer: g, Logger: log.With("component", "api")})
+}
+
+// start orders startup as kache's non-HA serve() does: database open and seed
+// imported before the listener binds, then ready.
+func start(lc fx.Lifecycle, cfg config.Config, log *slog.Logger, ing *ingest.Service, ready *readiness.Flag,
+	srv *api.Server, sd fx.Shutdowner) error {
+	if cfg.HAEnabled {
+		return fmt.Errorf("--ha-enabled: leader election is not available in this build yet; run one replica without it")
+	}
+	log.Info("starting kache-service", "version", buildinfo.Resolve(buildinfo.Version), "config", cfg)
+	lc.Append(fx.StartHook(func() error {
+		if cfg.SeedStateFile == "" {
+			return nil
+		}
+		f, err := ingest.ReadSeedFile(cfg.SeedStateFile)
+		if err != nil {
+			return err
+		}
+		imported, skipped, err := ing.ImportSeed(f)
+		if err != nil {
+			return err
+		}
+		log.Info("seed state file", "path", cfg.SeedStateFile, "imported", imported, "skipped_invalid", skipped, "digest", f.Digest)
+		return nil
+	}))
+	lc.Append(fx.Hook{
+		OnStart: func(ctx context.Context) error {
+			if err := srv.Start(ctx, func(err error) {
+				log.Error("http server failed", "error", err)
+				_ = sd.Shutdown(fx.ExitCode(1))
+			}); err != nil {
+				return err
+			}
+			ready.Set(true)
+			return nil
+		},
+		OnStop: func(ctx context.Context) error {
+			ready.Set(false)
+			return srv.Stop(ctx)
+		},
+	})
+	return nil
+}

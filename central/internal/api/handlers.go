@@ -1,0 +1,174 @@
+package api
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/valyala/fasthttp"
+
+	"github.com/kache-planner/kache-planner/central/internal/planner"
+	"github.com/kache-planner/kache-planner/shared/wire"
+)
+
+func (s *Server) health() wire.Health {
+	return wire.Health{Status: "ok", Planner: s.deps.Planner.Name(), Version: s.cfg.Version}
+}
+
+func (s *Server) healthz(ctx *fasthttp.RequestCtx) {
+	writeJSON(ctx, fasthttp.StatusOK, s.health())
+}
+
+// readyz answers 503 with an empty body while not ready, as kache does.
+func (s *Server) readyz(ctx *fasthttp.RequestCtx) {
+	if !s.deps.Ready.Ready() {
+		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, s.health())
+}
+
+// metricsContentType is the exact type kache-service serves.
+const metricsContentType = "text/plain; version=0.0.4"
+
+func (s *Server) metrics(ctx *fasthttp.RequestCtx) {
+	mfs, err := s.deps.Gatherer.Gather()
+	if err != nil {
+		// Gather returns what it could together with the error.
+		s.log.Warn("gather metrics", "error", err)
+	}
+	var buf bytes.Buffer
+	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			s.fail(ctx, fmt.Errorf("encode metrics: %w", err), "encode metrics")
+			return
+		}
+	}
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.Response.Header.SetContentType(metricsContentType)
+	ctx.SetBody(buf.Bytes())
+}
+
+// authorize applies bearer auth; it writes the 401 and returns false when the
+// request may not go on.
+func (s *Server) authorize(ctx *fasthttp.RequestCtx, msg string) bool {
+	switch s.auth.check(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)) {
+	case authWrong:
+		s.fail(ctx, fmt.Errorf("%w: invalid bearer token", errUnauthorized), "")
+		return false
+	case authMissing:
+		s.fail(ctx, fmt.Errorf("%w: %s", errUnauthorized, msg), "")
+		return false
+	}
+	return true
+}
+
+// plan serves POST /v{1,2}/prefetch-plan (kache-protocol.md 2.2). Every
+// answer the planner can give is a 200; problems become use_fallback.
+func (s *Server) plan(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	if !s.authorize(ctx, "missing bearer token") {
+		s.deps.Metrics.ObservePlan(string(planner.OutcomeUnauthorized), time.Since(start), 0)
+		return
+	}
+	var intent wire.BuildIntent
+	if err := decodeJSON(ctx, s.cfg.MaxBodyBytes, &intent); err != nil {
+		s.fail(ctx, err, "")
+		return
+	}
+	if !s.deps.Ready.Ready() {
+		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+		s.deps.Metrics.ObservePlan(string(planner.OutcomeNotReady), time.Since(start), 0)
+		return
+	}
+	plan, outcome, err := s.deps.Planner.Plan(&intent)
+	if err != nil {
+		s.log.Warn("planning failed, answering use_fallback", "error", err)
+	}
+	buf, err := plan.AppendJSON(make([]byte, 0, 128+160*len(plan.Candidates)))
+	if err != nil {
+		s.fail(ctx, err, "encode plan")
+		return
+	}
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(buf)
+	s.deps.Metrics.ObservePlan(string(outcome), time.Since(start), len(plan.Candidates))
+}
+
+// manifests serves POST /v1/manifests: one build manifest, stored atomically.
+func (s *Server) manifests(ctx *fasthttp.RequestCtx) {
+	if !s.authorize(ctx, "missing bearer token") {
+		s.deps.Metrics.ObserveManifest("unauthorized", 0)
+		return
+	}
+	if !s.deps.Ready.Ready() {
+		s.deps.Metrics.ObserveManifest("not_ready", 0)
+		s.fail(ctx, fmt.Errorf("%w: this replica is not storing manifests", errNotReady), "")
+		return
+	}
+	var m wire.BuildManifest
+	if err := decodeJSON(ctx, s.cfg.MaxManifestBytes, &m); err != nil {
+		s.deps.Metrics.ObserveManifest(ingestOutcome(err), 0)
+		s.fail(ctx, err, "")
+		return
+	}
+	res, err := s.deps.Ingester.IngestManifest(&m)
+	if err != nil {
+		s.deps.Metrics.ObserveManifest(ingestOutcome(err), 0)
+		s.fail(ctx, err, "storing the manifest failed")
+		return
+	}
+	s.deps.Metrics.ObserveManifest("inserted", res.Stored)
+	writeJSON(ctx, fasthttp.StatusOK, res)
+}
+
+// timelines serves POST /v1/build-timelines (kache-protocol.md 7).
+func (s *Server) timelines(ctx *fasthttp.RequestCtx) {
+	if !s.authorize(ctx, "build timelines need the service's credentials") {
+		s.deps.Metrics.ObserveTimeline("unauthorized")
+		return
+	}
+	if !s.deps.Ready.Ready() {
+		s.deps.Metrics.ObserveTimeline("not_ready")
+		s.fail(ctx, fmt.Errorf("%w: this service is not currently storing build timelines", errNotReady), "")
+		return
+	}
+	enc := strings.ToLower(strings.TrimSpace(string(ctx.Request.Header.Peek(fasthttp.HeaderContentEncoding))))
+	if enc != "zstd" {
+		s.deps.Metrics.ObserveTimeline("unsupported_encoding")
+		s.fail(ctx, fmt.Errorf("%w: build timelines must be sent with Content-Encoding: zstd", errUnsupportedMedia), "")
+		return
+	}
+	body := ctx.PostBody()
+	if len(body) > s.cfg.MaxTimelineBytes {
+		s.deps.Metrics.ObserveTimeline("too_large")
+		s.fail(ctx, fmt.Errorf("%w: %d compressed bytes over the %d-byte limit", errBodyTooLarge, len(body), s.cfg.MaxTimelineBytes), "")
+		return
+	}
+	out, err := s.deps.Ingester.IngestTimeline(body)
+	if err != nil {
+		s.deps.Metrics.ObserveTimeline(ingestOutcome(err))
+		s.fail(ctx, err, "storing the build timeline failed")
+		return
+	}
+	s.deps.Metrics.ObserveTimeline(string(out))
+	writeJSON(ctx, fasthttp.StatusOK, wire.TimelineStored{Stored: string(out)})
+}
+
+// ingestOutcome labels a failed ingest for metrics.
+func ingestOutcome(err error) string {
+	switch statusOf(err) {
+	case fasthttp.StatusRequestEntityTooLarge:
+		return "too_large"
+	case fasthttp.StatusUnsupportedMediaType:
+		return "unsupported_encoding"
+	case fasthttp.StatusInternalServerError:
+		return "store_error"
+	default:
+		return "bad_body"
+	}
+}

@@ -1,0 +1,228 @@
+// Package config parses kache-service's flags and environment. Names, env vars
+// and meanings are kache's (kache-protocol.md 2.5) so the binary is a drop-in;
+// the extra knobs are ours and use the same KACHE_PLANNER_ prefix.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is kache-service's whole configuration.
+type Config struct {
+	Bind          string
+	Token         string
+	PlannerName   string
+	DBPath        string
+	SeedStateFile string
+
+	HAEnabled   bool
+	HANamespace string
+	HALeaseName string
+
+	LogLevel slog.Level
+
+	MaxBodyBytes               int
+	MaxManifestBytes           int
+	TimelineMaxCompressedBytes int
+	TimelineMaxDecodedBytes    int
+	DBCacheMB                  int
+	ReadTimeout                time.Duration
+	WriteTimeout               time.Duration
+	IdleTimeout                time.Duration
+	ShutdownTimeout            time.Duration
+
+	ShowVersion bool
+}
+
+// ErrHelp is returned when -h or --help was asked for.
+var ErrHelp = flag.ErrHelp
+
+type envFlag struct {
+	name, env string
+}
+
+// Parse reads flags from args, falling back to the environment for each flag
+// that is absent (clap's rule). getenv is os.LookupEnv in production.
+func Parse(args []string, lookupEnv func(string) (string, bool), out io.Writer) (Config, error) {
+	c := Config{}
+	fs := flag.NewFlagSet("kache-service", flag.ContinueOnError)
+	fs.SetOutput(out)
+	var envs []envFlag
+	str := func(p *string, name, env, def, usage string) {
+		fs.StringVar(p, name, def, usage+" (env "+env+")")
+		envs = append(envs, envFlag{name, env})
+	}
+	integer := func(p *int, name, env string, def int, usage string) {
+		fs.IntVar(p, name, def, usage+" (env "+env+")")
+		envs = append(envs, envFlag{name, env})
+	}
+	dur := func(p *time.Duration, name, env string, def time.Duration, usage string) {
+		fs.DurationVar(p, name, def, usage+" (env "+env+")")
+		envs = append(envs, envFlag{name, env})
+	}
+	str(&c.Bind, "bind", "KACHE_PLANNER_BIND", "127.0.0.1:8080", "socket address to listen on (IP:port); the chart sets 0.0.0.0:8080")
+	str(&c.Token, "token", "KACHE_PLANNER_TOKEN", "", "bearer token for plan and ingest routes; blank disables auth (prefer the env var: flags show in ps)")
+	str(&c.PlannerName, "planner-name", "KACHE_PLANNER_NAME", "planner", "name reported in plans and health replies")
+	str(&c.DBPath, "db-path", "KACHE_PLANNER_DB_PATH", "", "database directory; empty means an ephemeral directory removed on exit (the chart sets /var/lib/kache/planner.db)")
+	str(&c.SeedStateFile, "seed-state-file", "KACHE_PLANNER_SEED_STATE_FILE", "", "legacy kache seed state JSON, imported once")
+	fs.BoolVar(&c.HAEnabled, "ha-enabled", false, "enable Lease-based leader election (env KACHE_HA_ENABLED)")
+	envs = append(envs, envFlag{"ha-enabled", "KACHE_HA_ENABLED"})
+	str(&c.HANamespace, "ha-namespace", "KACHE_HA_NAMESPACE", "", "Lease namespace (else POD_NAMESPACE, else the service-account namespace)")
+	str(&c.HALeaseName, "ha-lease-name", "KACHE_HA_LEASE_NAME", "kache-service", "Lease name")
+	integer(&c.MaxBodyBytes, "max-body-bytes", "KACHE_PLANNER_MAX_BODY_BYTES", 2<<20, "largest plan request body")
+	integer(&c.MaxManifestBytes, "manifest-max-bytes", "KACHE_PLANNER_MANIFEST_MAX_BYTES", 16<<20, "largest build-manifest body")
+	integer(&c.TimelineMaxCompressedBytes, "timeline-max-compressed-bytes", "KACHE_TIMELINE_MAX_COMPRESSED_BYTES", 8<<20, "largest compressed build-timeline body")
+	integer(&c.TimelineMaxDecodedBytes, "timeline-max-decoded-bytes", "KACHE_TIMELINE_MAX_DECODED_BYTES", 32<<20, "largest decoded build-timeline body (inclusive)")
+	integer(&c.DBCacheMB, "db-cache-mb", "KACHE_PLANNER_DB_CACHE_MB", 16, "database block cache")
+	dur(&c.ReadTimeout, "read-timeout", "KACHE_PLANNER_READ_TIMEOUT", 30*time.Second, "HTTP read timeout")
+	dur(&c.WriteTimeout, "write-timeout", "KACHE_PLANNER_WRITE_TIMEOUT", 30*time.Second, "HTTP write timeout")
+	dur(&c.IdleTimeout, "idle-timeout", "KACHE_PLANNER_IDLE_TIMEOUT", 90*time.Second, "HTTP keep-alive idle timeout")
+	dur(&c.ShutdownTimeout, "shutdown-timeout", "KACHE_PLANNER_SHUTDOWN_TIMEOUT", 20*time.Second, "graceful shutdown budget (below the chart's terminationGracePeriodSeconds)")
+	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
+
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, e := range envs {
+		if set[e.name] {
+			continue
+		}
+		v, ok := lookupEnv(e.env)
+		if !ok {
+			continue
+		}
+		if err := fs.Set(e.name, strings.TrimSpace(v)); err != nil {
+			return c, fmt.Errorf("parse %s=%q: %w", e.env, v, err)
+		}
+	}
+	logDirective, _ := lookupEnv("KACHE_LOG")
+	c.LogLevel = ParseLogDirective(logDirective)
+	c.Token = strings.TrimSpace(c.Token)
+	c.HALeaseName = strings.TrimSpace(c.HALeaseName)
+	if c.HALeaseName == "" {
+		// kache's normalize_name quirk: a blank lease name becomes "planner".
+		c.HALeaseName = "planner"
+	}
+	c.HANamespace = strings.TrimSpace(c.HANamespace)
+	return c, nil
+}
+
+// Validate checks values that parse but cannot work.
+func (c Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Bind); err != nil {
+		errs = append(errs, fmt.Errorf("--bind %q: %w", c.Bind, err))
+	}
+	for _, v := range []struct {
+		name string
+		n    int
+	}{
+		{"--max-body-bytes", c.MaxBodyBytes},
+		{"--manifest-max-bytes", c.MaxManifestBytes},
+		{"--timeline-max-compressed-bytes", c.TimelineMaxCompressedBytes},
+		{"--timeline-max-decoded-bytes", c.TimelineMaxDecodedBytes},
+		{"--db-cache-mb", c.DBCacheMB},
+	} {
+		if v.n <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %d", v.name, v.n))
+		}
+	}
+	for _, v := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"--read-timeout", c.ReadTimeout},
+		{"--write-timeout", c.WriteTimeout},
+		{"--idle-timeout", c.IdleTimeout},
+		{"--shutdown-timeout", c.ShutdownTimeout},
+	} {
+		if v.d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %s", v.name, v.d))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// LogValue logs the effective configuration with the token redacted.
+func (c Config) LogValue() slog.Value {
+	token := "unset"
+	if c.Token != "" {
+		token = "set (redacted)"
+	}
+	db := c.DBPath
+	if db == "" {
+		db = "ephemeral"
+	}
+	return slog.GroupValue(
+		slog.String("bind", c.Bind),
+		slog.String("token", token),
+		slog.String("planner_name", c.PlannerName),
+		slog.String("db_path", db),
+		slog.String("seed_state_file", c.SeedStateFile),
+		slog.Bool("ha_enabled", c.HAEnabled),
+		slog.String("ha_namespace", c.HANamespace),
+		slog.String("ha_lease_name", c.HALeaseName),
+		slog.String("log_level", c.LogLevel.String()),
+		slog.Int("max_body_bytes", c.MaxBodyBytes),
+		slog.Int("manifest_max_bytes", c.MaxManifestBytes),
+		slog.Int("db_cache_mb", c.DBCacheMB),
+	)
+}
+
+// ParseLogDirective reads the level for this service out of a tracing
+// EnvFilter directive such as "kache_service=debug,tower=warn" or "info".
+// Anything it cannot read means info, as in kache.
+func ParseLogDirective(d string) slog.Level {
+	level, ok := slog.LevelInfo, false
+	for _, part := range strings.Split(d, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		target, lvl, hasTarget := strings.Cut(part, "=")
+		if !hasTarget {
+			lvl, target = target, ""
+		}
+		l, good := parseLevel(lvl)
+		if !good {
+			return slog.LevelInfo
+		}
+		switch {
+		case target == "kache_service" || target == "kache":
+			return l
+		case target == "" && !ok:
+			level, ok = l, true
+		}
+	}
+	return level
+}
+
+func parseLevel(s string) (slog.Level, bool) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "trace", "debug":
+		return slog.LevelDebug, true
+	case "info":
+		return slog.LevelInfo, true
+	case "warn", "warning":
+		return slog.LevelWarn, true
+	case "error", "off":
+		return slog.LevelError, true
+	}
+	if n, err := strconv.Atoi(s); err == nil {
+		return slog.Level(n), true
+	}
+	return 0, false
+}

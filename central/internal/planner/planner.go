@@ -1,0 +1,285 @@
+package planner
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kache-planner/kache-planner/central/internal/store"
+	"github.com/kache-planner/kache-planner/shared/cargolock"
+	"github.com/kache-planner/kache-planner/shared/wire"
+)
+
+// Index is the part of the store planning reads.
+type Index interface {
+	Variants(crate string) ([]store.Variant, error)
+	DepVariants(namespace, dep string) ([]store.Variant, error)
+	CrateKeys(crate string, limit int) ([]string, error)
+	ArtifactCount() uint64
+}
+
+// Outcome is the result label of one plan request, as kache's metrics name it.
+type Outcome string
+
+// The plan outcomes of kache-protocol.md 2.9 that planning decides; the API
+// layer adds unauthorized and not_ready.
+const (
+	OutcomeExecute       Outcome = "execute"
+	OutcomeNoState       Outcome = "fallback_no_state"
+	OutcomePlanningError Outcome = "fallback_planning_error"
+	OutcomeNoCandidates  Outcome = "fallback_no_candidates"
+	OutcomeUnauthorized  Outcome = "unauthorized"
+	OutcomeNotReady      Outcome = "not_ready"
+)
+
+// Outcomes lists every outcome label, for pre-registering metrics.
+var Outcomes = []Outcome{OutcomeExecute, OutcomeNoState, OutcomePlanningError, OutcomeNoCandidates, OutcomeUnauthorized, OutcomeNotReady}
+
+// Config configures a Planner.
+type Config struct {
+	// Name is reported in every plan; blank becomes "planner".
+	Name   string
+	Limits Limits
+	// NominalSizeBytes is charged for a candidate of unknown size when a byte
+	// budget is applied.
+	NominalSizeBytes uint64
+}
+
+// Planner answers plan requests from the index.
+type Planner struct {
+	idx Index
+	cfg Config
+	now func() time.Time
+}
+
+// New returns a Planner over idx.
+func New(idx Index, cfg Config) *Planner {
+	cfg.Name = NormalizeName(cfg.Name)
+	if cfg.Limits == (Limits{}) {
+		cfg.Limits = DefaultLimits()
+	}
+	if cfg.NominalSizeBytes == 0 {
+		cfg.NominalSizeBytes = 1 << 20
+	}
+	return &Planner{idx: idx, cfg: cfg, now: time.Now}
+}
+
+// NormalizeName trims a planner name; blank becomes "planner".
+func NormalizeName(n string) string {
+	n = strings.TrimSpace(n)
+	if n == "" {
+		return "planner"
+	}
+	return n
+}
+
+// Name is the planner name reported in plans and health replies.
+func (p *Planner) Name() string { return p.cfg.Name }
+
+// Plan answers one intent. It never fails: every problem becomes a
+// use_fallback plan with the outcome saying why, and err carries the cause of
+// a planning error for the caller to log.
+func (p *Planner) Plan(intent *wire.BuildIntent) (plan wire.PrefetchPlan, outcome Outcome, err error) {
+	plan = wire.PrefetchPlan{
+		PlanID:      "plan-" + strconv.FormatInt(p.now().UnixMilli(), 10),
+		Planner:     p.cfg.Name,
+		Disposition: wire.UseFallback,
+		Candidates:  []wire.PrefetchCandidate{},
+	}
+	if p.idx.ArtifactCount() == 0 {
+		return plan, OutcomeNoState, nil
+	}
+	norm := normalizeIntent(intent)
+	src := &indexSource{idx: p.idx, intent: norm, perCrate: p.cfg.Limits.KeyCachePerCrate}
+	cands, comp, err := Compose(norm, src, p.cfg.Limits)
+	if err != nil {
+		return plan, OutcomePlanningError, fmt.Errorf("compose plan: %w", err)
+	}
+	stats := &wire.PlanStats{
+		IntentCrates:            len(dedupe(norm.CrateNames)),
+		ResolvedCrates:          comp.Resolved,
+		FromShards:              comp.FromShards,
+		FromHistory:             comp.FromHistory,
+		FromKeyCache:            comp.FromKeyCache,
+		DroppedHistoryPerCrate:  comp.DroppedHistoryPerCrate,
+		DroppedKeyCachePerCrate: comp.DroppedKeyCachePerCrate,
+		DroppedKeyCacheTotal:    comp.DroppedKeyCacheTotal,
+	}
+	if comp.DroppedHistoryPerCrate > 0 {
+		stats.Truncated = append(stats.Truncated, "history_per_crate")
+	}
+	if comp.DroppedKeyCachePerCrate > 0 {
+		stats.Truncated = append(stats.Truncated, "key_cache_per_crate")
+	}
+	if comp.DroppedKeyCacheTotal > 0 {
+		stats.Truncated = append(stats.Truncated, "key_cache_total")
+	}
+	if intent.Budget != nil {
+		cands = admit(cands, *intent.Budget, p.cfg.NominalSizeBytes, stats)
+	}
+	for i := range cands {
+		if cands[i].SizeBytes == 0 {
+			stats.UnknownSizeCandidates++
+		}
+		stats.KnownBytes += cands[i].SizeBytes
+		stats.CompileMsCovered += cands[i].CompileTimeMs
+	}
+	plan.Stats = stats
+	if len(cands) == 0 {
+		return plan, OutcomeNoCandidates, nil
+	}
+	plan.Disposition = wire.Execute
+	plan.Candidates = cands
+	return plan, OutcomeExecute, nil
+}
+
+// normalizeIntent maps Cargo package names to the rustc crate names the object
+// layout and the index use (kache-protocol.md 4.7). Lock deps keep package
+// names: the dep index is keyed by "name@version" as Cargo.lock writes it.
+func normalizeIntent(in *wire.BuildIntent) *wire.BuildIntent {
+	out := *in
+	out.CrateNames = make([]string, len(in.CrateNames))
+	for i, n := range in.CrateNames {
+		out.CrateNames[i] = cargolock.CrateName(n)
+	}
+	return &out
+}
+
+// indexSource adapts the index to composition, choosing variants by the
+// intent's dimensions.
+type indexSource struct {
+	idx      Index
+	intent   *wire.BuildIntent
+	perCrate int
+}
+
+func (s *indexSource) ShardCandidates(namespace string, deps []wire.LockDep) ([]wire.PrefetchCandidate, error) {
+	var out []wire.PrefetchCandidate
+	for _, d := range deps {
+		vs, err := s.idx.DepVariants(namespace, d.Key())
+		if err != nil {
+			return nil, err
+		}
+		vs = s.rank(vs)
+		for i := range vs {
+			out = append(out, candidate(&vs[i]))
+		}
+	}
+	return out, nil
+}
+
+func (s *indexSource) HistoryCandidates(crates []string) ([]wire.PrefetchCandidate, error) {
+	out := make([]wire.PrefetchCandidate, 0, 2*len(crates))
+	for _, c := range crates {
+		vs, err := s.idx.Variants(c)
+		if err != nil {
+			return nil, err
+		}
+		vs = s.rank(vs)
+		for i := range vs {
+			out = append(out, candidate(&vs[i]))
+		}
+	}
+	return out, nil
+}
+
+func (s *indexSource) KeyCacheKeys(crate string) ([]string, error) {
+	// A few more than the per-crate cap keeps the drop counters meaningful
+	// without listing every key of a crate with thousands.
+	limit := 4 * s.perCrate
+	if limit <= 0 {
+		limit = 0
+	}
+	return s.idx.CrateKeys(crate, limit)
+}
+
+// rank orders variants for choice: those matching the intent's target and
+// profile first, then newest first (the store's order). Without dimensions in
+// the intent it keeps recency order.
+func (s *indexSource) rank(vs []store.Variant) []store.Variant {
+	if s.intent.Target == "" && s.intent.Profile == "" {
+		return vs
+	}
+	score := func(v *store.Variant) int {
+		n := 0
+		if s.intent.Target != "" && v.Target == s.intent.Target {
+			n += 2
+		}
+		if s.intent.Profile != "" && v.Profile == s.intent.Profile {
+			n++
+		}
+		return n
+	}
+	slices.SortStableFunc(vs, func(a, b store.Variant) int { return cmp.Compare(score(&b), score(&a)) })
+	return vs
+}
+
+func candidate(v *store.Variant) wire.PrefetchCandidate {
+	return wire.PrefetchCandidate{
+		CacheKey:      v.CacheKey,
+		CrateName:     v.CrateName,
+		CompileTimeMs: v.CompileTimeMs,
+		SizeBytes:     v.SizeBytes,
+	}
+}
+
+// admit applies a requester's budget. Over the key budget, the last
+// candidates in dispatch order go; over the byte budget, the ones that save
+// the least compile time per byte go first (unknown sizes are charged a
+// nominal size). Dispatch order of what stays is unchanged.
+func admit(cands []wire.PrefetchCandidate, b wire.Budget, nominal uint64, stats *wire.PlanStats) []wire.PrefetchCandidate {
+	before := len(cands)
+	if b.MaxKeys > 0 && len(cands) > b.MaxKeys {
+		cands = cands[:b.MaxKeys]
+		stats.Truncated = append(stats.Truncated, "max_keys")
+	}
+	if b.MaxBytes > 0 {
+		size := func(c *wire.PrefetchCandidate) uint64 {
+			if c.SizeBytes == 0 {
+				return nominal
+			}
+			return c.SizeBytes
+		}
+		var total uint64
+		for i := range cands {
+			total += size(&cands[i])
+		}
+		if total > b.MaxBytes {
+			idx := make([]int, len(cands))
+			for i := range idx {
+				idx[i] = i
+			}
+			// Least valuable first: lowest compile ms per byte, then later in
+			// dispatch order.
+			slices.SortStableFunc(idx, func(x, y int) int {
+				vx := float64(cands[x].CompileTimeMs) / float64(size(&cands[x]))
+				vy := float64(cands[y].CompileTimeMs) / float64(size(&cands[y]))
+				if c := cmp.Compare(vx, vy); c != 0 {
+					return c
+				}
+				return cmp.Compare(y, x)
+			})
+			drop := make([]bool, len(cands))
+			for _, i := range idx {
+				if total <= b.MaxBytes {
+					break
+				}
+				drop[i] = true
+				total -= size(&cands[i])
+			}
+			kept := cands[:0]
+			for i := range cands {
+				if !drop[i] {
+					kept = append(kept, cands[i])
+				}
+			}
+			cands = kept
+			stats.Truncated = append(stats.Truncated, "max_bytes")
+		}
+	}
+	stats.DroppedBudget = before - len(cands)
+	return cands
+}

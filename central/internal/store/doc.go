@@ -1,0 +1,21 @@
+// Package store is central's ranking index in goleveldb. It is the only
+// package that imports goleveldb.
+//
+// The bucket is the source of truth; this database is a derived index that can
+// be rebuilt from it. Writes that an ingest acknowledges are synced.
+//
+// Key encoding (see keys.go):
+//
+//	0x01 "schema_version"                    -> uint32 big-endian schema version
+//	0x01 "seed/" sha256                       -> seed import marker (import time)
+//	0x01 "artifacts"                          -> uint64 count of artifact records
+//	0x02 key[32]                              -> artifact record (crate, cost, size, recency, dims)
+//	0x03 lp(crate)                            -> crate summary: most recent variants, newest first
+//	0x04 lp(crate) key[32]                    -> key-cache index: every known key of a crate
+//	0x05 lp(namespace) lp(name@version)       -> dep index: most recent keys seen with that lock dep
+//	0x06 lp(client_record_id)                 -> build timeline: unit count, then the zstd body as received
+//
+// lp(s) is a one-byte length followed by s (strings longer than 255 bytes are
+// rejected before they reach the store). Cache keys are stored as their 32 raw
+// bytes. Integers in values are unsigned varints.
+package store

@@ -1,0 +1,96 @@
+package store
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+)
+
+const (
+	prefixMeta     byte = 0x01
+	prefixArtifact byte = 0x02
+	prefixSummary  byte = 0x03
+	prefixCrateKey byte = 0x04
+	prefixDep      byte = 0x05
+	prefixTimeline byte = 0x06
+)
+
+// SchemaVersion is the key encoding this package writes. Open refuses a
+// database written by a newer version.
+const SchemaVersion uint32 = 1
+
+var (
+	keySchemaVersion = []byte{prefixMeta, 's', 'c', 'h', 'e', 'm', 'a', '_', 'v', 'e', 'r', 's', 'i', 'o', 'n'}
+	keyArtifactCount = []byte{prefixMeta, 'a', 'r', 't', 'i', 'f', 'a', 'c', 't', 's'}
+)
+
+var errKeyEncoding = errors.New("key encoding")
+
+// rawKey is a cache key's 32 bytes.
+type rawKey [32]byte
+
+func parseCacheKey(s string) (rawKey, error) {
+	var k rawKey
+	if len(s) != 64 {
+		return k, fmt.Errorf("%w: cache key %q is not 64 hex digits", errKeyEncoding, s)
+	}
+	if _, err := hex.Decode(k[:], []byte(s)); err != nil {
+		return k, fmt.Errorf("%w: cache key %q: %w", errKeyEncoding, s, err)
+	}
+	return k, nil
+}
+
+func (k rawKey) String() string { return hex.EncodeToString(k[:]) }
+
+func appendLP(dst []byte, s string) ([]byte, error) {
+	if len(s) > 255 {
+		return dst, fmt.Errorf("%w: %d-byte string exceeds 255", errKeyEncoding, len(s))
+	}
+	dst = append(dst, byte(len(s)))
+	return append(dst, s...), nil
+}
+
+// readLP returns the length-prefixed string at the start of b and the rest.
+func readLP(b []byte) (string, []byte, error) {
+	if len(b) < 1 || len(b) < 1+int(b[0]) {
+		return "", nil, fmt.Errorf("%w: truncated string", errKeyEncoding)
+	}
+	n := int(b[0])
+	return string(b[1 : 1+n]), b[1+n:], nil
+}
+
+func artifactKey(k rawKey) []byte {
+	return append([]byte{prefixArtifact}, k[:]...)
+}
+
+func summaryKey(crate string) ([]byte, error) {
+	return appendLP([]byte{prefixSummary}, crate)
+}
+
+func crateKeyPrefix(crate string) ([]byte, error) {
+	return appendLP([]byte{prefixCrateKey}, crate)
+}
+
+func crateKeyKey(crate string, k rawKey) ([]byte, error) {
+	b, err := crateKeyPrefix(crate)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, k[:]...), nil
+}
+
+func depKey(namespace, dep string) ([]byte, error) {
+	b, err := appendLP([]byte{prefixDep}, namespace)
+	if err != nil {
+		return nil, err
+	}
+	return appendLP(b, dep)
+}
+
+func timelineKey(id string) ([]byte, error) {
+	return appendLP([]byte{prefixTimeline}, id)
+}
+
+func seedKey(digest string) []byte {
+	return append([]byte{prefixMeta, 's', 'e', 'e', 'd', '/'}, digest...)
+}

@@ -1,0 +1,224 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestIntentDecoding(t *testing.T) {
+	ns := "ci-main"
+	tests := []struct {
+		name string
+		body string
+		want BuildIntent
+	}{
+		{"only crate names (vector 1)", `{"crate_names":["serde"]}`, BuildIntent{CrateNames: []string{"serde"}}},
+		{"client shape without namespace", `{"crate_names":["proc-macro2","serde","app"],"namespace":null,"cargo_lock_deps":[]}`,
+			BuildIntent{CrateNames: []string{"proc-macro2", "serde", "app"}, CargoLockDeps: []LockDep{}}},
+		{"namespace and lock deps", `{"crate_names":["syn"],"namespace":"ci-main","cargo_lock_deps":[["serde","1.0.210"],["syn","2.0.0"]]}`,
+			BuildIntent{CrateNames: []string{"syn"}, Namespace: &ns, CargoLockDeps: []LockDep{{"serde", "1.0.210"}, {"syn", "2.0.0"}}}},
+		{"unknown keys ignored", `{"crate_names":[],"session":"x","nested":{"a":[1]}}`, BuildIntent{CrateNames: []string{}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got BuildIntent
+			if err := json.Unmarshal([]byte(tt.body), &got); err != nil {
+				t.Fatalf("decode: %v", err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestLockDepRejectsOtherShapes(t *testing.T) {
+	for _, body := range []string{`{"name":"serde","version":"1"}`, `["serde"]`, `["a","b","c"]`, `[1,2]`, `"serde@1"`} {
+		var d LockDep
+		if err := json.Unmarshal([]byte(body), &d); err == nil {
+			t.Errorf("%s: decoded as %+v, want an error", body, d)
+		}
+	}
+	b, err := json.Marshal(LockDep{"serde", "1.0.0"})
+	if err != nil || string(b) != `["serde","1.0.0"]` {
+		t.Fatalf("marshal = %s, %v", b, err)
+	}
+}
+
+func TestDecodePlanClientRules(t *testing.T) {
+	tests := []struct {
+		name    string
+		body    string
+		wantErr bool
+	}{
+		{"missing disposition (vector 2)", `{"planner":"legacy","candidates":[{"cache_key":"abc","crate_name":"serde"}]}`, true},
+		{"disposition in PascalCase", `{"disposition":"Execute","candidates":[]}`, true},
+		{"UseFallback in PascalCase", `{"disposition":"UseFallback"}`, true},
+		{"null disposition", `{"disposition":null}`, true},
+		{"null candidates", `{"disposition":"execute","candidates":null}`, true},
+		{"candidate without crate_name", `{"disposition":"execute","candidates":[{"cache_key":"k"}]}`, true},
+		{"null source", `{"disposition":"execute","candidates":[{"cache_key":"k","crate_name":"c","source":null}]}`, true},
+		{"negative size", `{"disposition":"execute","candidates":[{"cache_key":"k","crate_name":"c","size_bytes":-1}]}`, true},
+		{"float cost", `{"disposition":"execute","candidates":[{"cache_key":"k","crate_name":"c","compile_time_ms":1.5}]}`, true},
+		{"demand index over u32", `{"disposition":"execute","candidates":[{"cache_key":"k","crate_name":"c","demand_index":4294967296}]}`, true},
+		{"do_nothing without candidates (vector 34)", `{"plan_id":"p-9","planner":"edge","disposition":"do_nothing","candidates":[]}`, false},
+		{"missing candidates", `{"disposition":"use_fallback"}`, false},
+		{"unknown keys", `{"disposition":"execute","candidates":[],"stats":{"from_shards":1},"x":1}`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := DecodePlan([]byte(tt.body))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
+			}
+			if err != nil && !errors.Is(err, ErrPlanRejected) {
+				t.Fatalf("err %v does not wrap ErrPlanRejected", err)
+			}
+		})
+	}
+}
+
+func TestSourceDecoding(t *testing.T) {
+	tests := []struct {
+		body string
+		want Source
+	}{
+		{`{"cache_key":"k","crate_name":"c","source":"telepathy"}`, SourceUnknown},
+		{`{"cache_key":"k","crate_name":"c"}`, SourceUnknown},
+		{`{"cache_key":"k","crate_name":"c","source":"shard"}`, SourceShard},
+		{`{"cache_key":"k","crate_name":"c","source":"key_cache"}`, SourceKeyCache},
+		{`{"cache_key":"k","crate_name":"c","source":"manifest"}`, SourceUnknown},
+	}
+	for _, tt := range tests {
+		p, err := DecodePlan([]byte(`{"disposition":"execute","candidates":[` + tt.body + `]}`))
+		if err != nil {
+			t.Fatalf("%s: %v", tt.body, err)
+		}
+		c := p.Candidates[0]
+		if c.Source != tt.want {
+			t.Errorf("%s: source %q, want %q", tt.body, c.Source, tt.want)
+		}
+		if strings.Contains(tt.body, "telepathy") && (c.CompileTimeMs != 0 || c.SizeBytes != 0 || c.DemandIndex != nil) {
+			t.Errorf("metadata should be unknown: %+v", c)
+		}
+	}
+}
+
+// The example execute response of kache-protocol.md 1.9 decodes and encodes
+// back to the same bytes: field order and omission rules match Rust's.
+func TestPlanRoundTripGolden(t *testing.T) {
+	golden, err := os.ReadFile("testdata/execute_plan.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden = bytes.TrimSpace(golden)
+	p, err := DecodePlan(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := p.AppendJSON(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, golden) {
+		t.Fatalf("round trip differs:\n got %s\nwant %s", got, golden)
+	}
+}
+
+func TestEmptyPlanHasCandidateArray(t *testing.T) {
+	for _, p := range []PrefetchPlan{
+		{Disposition: UseFallback},
+		{PlanID: "plan-1", Planner: "planner", Disposition: UseFallback, Candidates: []PrefetchCandidate{}},
+	} {
+		b, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(b, []byte(`"candidates":[]`)) {
+			t.Fatalf("%s lacks an empty candidates array", b)
+		}
+	}
+	if _, err := (&PrefetchPlan{Disposition: "Execute"}).AppendJSON(nil); err == nil {
+		t.Fatal("encoding an invalid disposition should fail")
+	}
+}
+
+func TestCandidateAlwaysHasSource(t *testing.T) {
+	p := PrefetchPlan{Disposition: Execute, Candidates: []PrefetchCandidate{{CacheKey: "k", CrateName: "c"}}}
+	b, _ := p.AppendJSON(nil)
+	if !bytes.Contains(b, []byte(`"source":"unknown"`)) {
+		t.Fatalf("%s lacks source", b)
+	}
+}
+
+// FuzzPlanEncoding checks that the hand-written encoder produces JSON that
+// encoding/json decodes to the same plan, for any strings and numbers.
+func FuzzPlanEncoding(f *testing.F) {
+	f.Add("plan-1", "planner", "acdc", "serde", uint64(5), uint64(7), uint32(3), true)
+	f.Add("p\"\\\n\x00<>&\u2028", "\xff\xfe", "k", "c\t", uint64(0), uint64(0), uint32(0), false)
+	f.Fuzz(func(t *testing.T, id, name, key, crate string, cost, size uint64, demand uint32, hasDemand bool) {
+		c := PrefetchCandidate{CacheKey: key, CrateName: crate, CompileTimeMs: cost, SizeBytes: size, Source: SourceHistory}
+		if hasDemand {
+			c.DemandIndex = &demand
+		}
+		p := PrefetchPlan{PlanID: id, Planner: name, Disposition: Execute, Candidates: []PrefetchCandidate{c}}
+		b, err := p.AppendJSON(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !json.Valid(b) {
+			t.Fatalf("invalid JSON: %q", b)
+		}
+		got, err := DecodePlan(b)
+		if err != nil {
+			t.Fatalf("decode %q: %v", b, err)
+		}
+		want := p
+		want.PlanID = strings.ToValidUTF8(id, "\ufffd")
+		want.Planner = strings.ToValidUTF8(name, "\ufffd")
+		want.Candidates[0].CacheKey = strings.ToValidUTF8(key, "\ufffd")
+		want.Candidates[0].CrateName = strings.ToValidUTF8(crate, "\ufffd")
+		if utf8.ValidString(id) && got.PlanID != id {
+			t.Fatalf("plan id %q != %q", got.PlanID, id)
+		}
+		std, _ := json.Marshal(struct {
+			A, B, C, D string
+		}{id, name, key, crate})
+		var back struct{ A, B, C, D string }
+		_ = json.Unmarshal(std, &back)
+		if got.PlanID != back.A || got.Planner != back.B || got.Candidates[0].CacheKey != back.C || got.Candidates[0].CrateName != back.D {
+			t.Fatalf("strings differ from encoding/json's: got %+v", got)
+		}
+		if !reflect.DeepEqual(got.Candidates[0].DemandIndex, want.Candidates[0].DemandIndex) ||
+			got.Candidates[0].CompileTimeMs != cost || got.Candidates[0].SizeBytes != size {
+			t.Fatalf("numbers differ: %+v vs %+v", got.Candidates[0], want.Candidates[0])
+		}
+	})
+}
+
+func BenchmarkPlanAppendJSON(b *testing.B) {
+	cands := make([]PrefetchCandidate, 1000)
+	for i := range cands {
+		d := uint32(i / 2)
+		cands[i] = PrefetchCandidate{CacheKey: strings.Repeat("ab", 32), CrateName: "serde_derive", CompileTimeMs: 1234, SizeBytes: 567890, Source: SourceHistory, DemandIndex: &d}
+	}
+	p := PrefetchPlan{PlanID: "plan-1", Planner: "planner", Disposition: Execute, Candidates: cands}
+	buf := make([]byte, 0, 256<<10)
+	b.Run("AppendJSON", func(b *testing.B) {
+		for b.Loop() {
+			buf, _ = p.AppendJSON(buf[:0])
+		}
+	})
+	b.Run("encoding/json", func(b *testing.B) {
+		type plain PrefetchPlan // no MarshalJSON method
+		for b.Loop() {
+			_, _ = json.Marshal(plain(p))
+		}
+	})
+}
