@@ -1,0 +1,94 @@
+package config
+
+import (
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+// Test vector 30: every flag maps 1:1.
+func TestFlags(t *testing.T) {
+	c, err := Parse(strings.Fields("--bind 127.0.0.1:9080 --token secret --planner-name remote --db-path /tmp/planner.db --seed-state-file /tmp/seed.json --ha-enabled --ha-namespace team-a --ha-lease-name planner-a"), env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Bind != "127.0.0.1:9080" || c.Token != "secret" || c.PlannerName != "remote" || c.DBPath != "/tmp/planner.db" ||
+		c.SeedStateFile != "/tmp/seed.json" || !c.HAEnabled || c.HANamespace != "team-a" || c.HALeaseName != "planner-a" {
+		t.Fatalf("%+v", c)
+	}
+}
+
+func TestEnvFallbackAndPrecedence(t *testing.T) {
+	e := env(map[string]string{
+		"KACHE_PLANNER_BIND": "0.0.0.0:8080", "KACHE_PLANNER_TOKEN": " tok ", "KACHE_HA_ENABLED": "true",
+		"KACHE_HA_NAMESPACE": " team-a ", "KACHE_HA_LEASE_NAME": " lease-a ", "KACHE_PLANNER_NAME": "from-env",
+		"KACHE_TIMELINE_MAX_DECODED_BYTES": "1024",
+	})
+	c, err := Parse([]string{"--planner-name", "from-flag"}, e, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Bind != "0.0.0.0:8080" || c.Token != "tok" || !c.HAEnabled || c.HANamespace != "team-a" || c.HALeaseName != "lease-a" ||
+		c.PlannerName != "from-flag" || c.TimelineMaxDecodedBytes != 1024 {
+		t.Fatalf("%+v", c)
+	}
+	if _, err := Parse(nil, env(map[string]string{"KACHE_HA_ENABLED": "maybe"}), io.Discard); err == nil || !strings.Contains(err.Error(), "KACHE_HA_ENABLED") {
+		t.Fatalf("bad bool env: %v", err)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse(nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Bind != "127.0.0.1:8080" || c.PlannerName != "planner" || c.HALeaseName != "kache-service" || c.MaxBodyBytes != 2<<20 || c.DBPath != "" {
+		t.Fatalf("%+v", c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c.MaxBodyBytes, c.Bind = 0, "x"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--bind") || !strings.Contains(err.Error(), "--max-body-bytes") {
+		t.Fatalf("validate: %v", err)
+	}
+}
+
+func TestBlankLeaseNameQuirk(t *testing.T) {
+	c, _ := Parse([]string{"--ha-lease-name", "  "}, env(nil), io.Discard)
+	if c.HALeaseName != "planner" {
+		t.Fatalf("lease %q", c.HALeaseName)
+	}
+}
+
+func TestLogDirective(t *testing.T) {
+	tests := []struct {
+		in   string
+		want slog.Level
+	}{
+		{"", slog.LevelInfo},
+		{"not a valid [ filter", slog.LevelInfo},
+		{"kache_service=debug", slog.LevelDebug},
+		{"tower=warn,kache_service=error", slog.LevelError},
+		{"warn", slog.LevelWarn},
+		{"debug,kache_service=info", slog.LevelInfo},
+		{"kache_service=loud", slog.LevelInfo},
+	}
+	for _, tt := range tests {
+		if got := ParseLogDirective(tt.in); got != tt.want {
+			t.Errorf("%q => %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestLogValueRedactsToken(t *testing.T) {
+	c, _ := Parse([]string{"--token", "hunter2"}, env(nil), io.Discard)
+	if strings.Contains(c.LogValue().String(), "hunter2") {
+		t.Fatal("token logged")
+	}
+}
