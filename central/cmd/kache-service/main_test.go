@@ -20,6 +20,7 @@ import (
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxtest"
 
+	"github.com/kache-planner/kache-planner/central/internal/api"
 	"github.com/kache-planner/kache-planner/central/internal/config"
 	"github.com/kache-planner/kache-planner/central/internal/store"
 	"github.com/kache-planner/kache-planner/shared/wire"
@@ -56,7 +57,7 @@ func TestStartStop(t *testing.T) {
 	t.Setenv("TMPDIR", tmp)
 	cfg := testConfig(t, "--bind", "127.0.0.1:0")
 	var addr string
-	app := fxtest.New(t, opts(cfg, slog.New(slog.DiscardHandler)), fx.Invoke(func(lc fx.Lifecycle, s interface{ Addr() string }) {
+	app := fxtest.New(t, opts(cfg, slog.New(slog.DiscardHandler)), fx.Invoke(func(lc fx.Lifecycle, s *api.Server) {
 		lc.Append(fx.StartHook(func() { addr = s.Addr() }))
 	}))
 	app.RequireStart()

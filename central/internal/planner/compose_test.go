@@ -129,7 +129,7 @@ func TestComposeVectors(t *testing.T) {
 }
 
 func TestComposeHistoryErrorFailsPlan(t *testing.T) {
-	_, _, err := Compose(&wire.BuildIntent{CrateNames: []string{"a"}}, errSource{}, DefaultLimits())
+	_, _, err := Compose(&wire.BuildIntent{CrateNames: []string{"a"}}, &errSource{}, DefaultLimits())
 	if err == nil {
 		t.Fatal("a history error must fail the plan")
 	}
@@ -137,7 +137,7 @@ func TestComposeHistoryErrorFailsPlan(t *testing.T) {
 
 type errSource struct{ fakeSource }
 
-func (errSource) HistoryCandidates([]string) ([]wire.PrefetchCandidate, error) {
+func (*errSource) HistoryCandidates([]string) ([]wire.PrefetchCandidate, error) {
 	return nil, errors.New("db gone")
 }
 
