@@ -30,7 +30,8 @@ fuzz FUZZTIME="30s":
     go test ./shared/wire -run '^$' -fuzz FuzzPlanEncoding -fuzztime {{FUZZTIME}}
     go test ./central/internal/api -run '^$' -fuzz FuzzPlanRequest -fuzztime {{FUZZTIME}}
     go test ./central/internal/api -run '^$' -fuzz FuzzManifestRequest -fuzztime {{FUZZTIME}}
-    go test ./shared/cargolock -run '^$' -fuzz FuzzParse -fuzztime {{FUZZTIME}}
+    go test ./shared/cargolock -run '^$' -fuzz FuzzParse -fuzztime {{FUZZTIME}} -fuzzminimizetime 1s
+    go test ./shared/layout -run '^$' -fuzz FuzzParseEntryManifestKey -fuzztime {{FUZZTIME}}
 
 # Central's benchmark: 1,000,000 keys, plan latency and throughput, ingest rate, RSS.
 bench-central *ARGS:

@@ -196,3 +196,12 @@ func hashOf(content string) string {
 func shardEqual(a, b Shard) bool {
 	return a.Bucket == b.Bucket && a.Hash == b.Hash && slices.Equal(a.Deps, b.Deps)
 }
+
+func TestShardBucketDoesNotAllocate(t *testing.T) {
+	allocs := testing.AllocsPerRun(100, func() {
+		ShardBucket("wasm-bindgen-macro-support")
+	})
+	if allocs != 0 {
+		t.Fatalf("ShardBucket allocates %v times per run", allocs)
+	}
+}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 
 type harness struct {
 	t      testing.TB
+	dial   func() (net.Conn, error)
 	client *fasthttp.Client
 	store  *store.Store
 	ready  *readiness.Flag
@@ -75,7 +77,7 @@ func newHarness(t testing.TB, opts ...option) *harness {
 		st.Close()
 	})
 	client := &fasthttp.Client{Dial: func(string) (net.Conn, error) { return ln.Dial() }, MaxResponseBodySize: 16 << 20}
-	return &harness{t: t, client: client, store: st, ready: ready, reg: reg}
+	return &harness{t: t, dial: ln.Dial, client: client, store: st, ready: ready, reg: reg}
 }
 
 type reply struct {
@@ -238,7 +240,6 @@ func TestBadRequests(t *testing.T) {
 		{"text content type", "POST", "/v2/prefetch-plan", []byte(`{}`), "text/plain", 415},
 		{"no content type", "POST", "/v1/prefetch-plan", []byte(`{}`), "", 415},
 		{"oversize plan body", "POST", "/v2/prefetch-plan", bytes.Repeat([]byte(" "), 65<<10), "application/json", 413},
-		{"over the server-wide limit", "POST", "/v1/manifests", bytes.Repeat([]byte(" "), 300<<10), "application/json", 413},
 		{"wrong method", "GET", "/v2/prefetch-plan", nil, "", 405},
 		{"wrong method on health", "POST", "/healthz", []byte(`{}`), "application/json", 405},
 		{"unknown route", "GET", "/v3/prefetch-plan", nil, "", 404},
@@ -261,6 +262,25 @@ func TestBadRequests(t *testing.T) {
 	}
 	if r := h.postJSON("/v2/prefetch-plan", `{}`, "Content-Type", "application/vnd.kache+json; charset=utf-8"); r.status != 200 {
 		t.Fatalf("+json content type refused: %d", r.status)
+	}
+}
+
+// A body over the server-wide limit is refused from its Content-Length,
+// before it is read, with the same JSON error.
+func TestBodyOverServerLimit(t *testing.T) {
+	h := newHarness(t)
+	conn, err := h.dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/manifests HTTP/1.1\r\nHost: planner\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{", 300<<10)
+	var resp fasthttp.Response
+	if err := resp.Read(bufio.NewReader(conn)); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode() != 413 || !json.Valid(resp.Body()) {
+		t.Fatalf("%d %s", resp.StatusCode(), resp.Body())
 	}
 }
 

@@ -46,6 +46,10 @@ type Config struct {
 	// NominalSizeBytes is charged for a candidate of unknown size when a byte
 	// budget is applied.
 	NominalSizeBytes uint64
+	// ShardPerDep caps the keys one lock dep contributes to the shard pass.
+	// kache's shards hold one key per crate; a second covers a second variant
+	// (another profile or feature set) of the same version.
+	ShardPerDep int
 }
 
 // Planner answers plan requests from the index.
@@ -63,6 +67,9 @@ func New(idx Index, cfg Config) *Planner {
 	}
 	if cfg.NominalSizeBytes == 0 {
 		cfg.NominalSizeBytes = 1 << 20
+	}
+	if cfg.ShardPerDep <= 0 {
+		cfg.ShardPerDep = 2
 	}
 	return &Planner{idx: idx, cfg: cfg, now: time.Now}
 }
@@ -93,7 +100,7 @@ func (p *Planner) Plan(intent *wire.BuildIntent) (plan wire.PrefetchPlan, outcom
 		return plan, OutcomeNoState, nil
 	}
 	norm := normalizeIntent(intent)
-	src := &indexSource{idx: p.idx, intent: norm, perCrate: p.cfg.Limits.KeyCachePerCrate}
+	src := &indexSource{idx: p.idx, intent: norm, perCrate: p.cfg.Limits.KeyCachePerCrate, perDep: p.cfg.ShardPerDep}
 	cands, comp, err := Compose(norm, src, p.cfg.Limits)
 	if err != nil {
 		return plan, OutcomePlanningError, fmt.Errorf("compose plan: %w", err)
@@ -154,6 +161,7 @@ type indexSource struct {
 	idx      Index
 	intent   *wire.BuildIntent
 	perCrate int
+	perDep   int
 }
 
 func (s *indexSource) ShardCandidates(namespace string, deps []wire.LockDep) ([]wire.PrefetchCandidate, error) {
@@ -163,7 +171,7 @@ func (s *indexSource) ShardCandidates(namespace string, deps []wire.LockDep) ([]
 		if err != nil {
 			return nil, err
 		}
-		vs = s.rank(vs)
+		vs, _ = capTo(s.rank(vs), s.perDep)
 		for i := range vs {
 			out = append(out, candidate(&vs[i]))
 		}
@@ -198,11 +206,13 @@ func (s *indexSource) KeyCacheKeys(crate string) ([]string, error) {
 
 // rank orders variants for choice: those matching the intent's target and
 // profile first, then newest first (the store's order). Without dimensions in
-// the intent it keeps recency order.
+// the intent it keeps recency order. The store's slices are shared, so
+// sorting works on a copy.
 func (s *indexSource) rank(vs []store.Variant) []store.Variant {
 	if s.intent.Target == "" && s.intent.Profile == "" {
 		return vs
 	}
+	vs = slices.Clone(vs)
 	score := func(v *store.Variant) int {
 		n := 0
 		if s.intent.Target != "" && v.Target == s.intent.Target {

@@ -24,8 +24,9 @@ type Variant struct {
 const flagBuilt byte = 1
 
 type decoder struct {
-	b   []byte
-	err error
+	b     []byte
+	err   error
+	names *interner // optional: shares repeated strings
 }
 
 func (d *decoder) uvarint() uint64 {
@@ -58,13 +59,16 @@ func (d *decoder) str() string {
 	if d.err != nil {
 		return ""
 	}
-	s, rest, err := readLP(d.b)
-	if err != nil {
-		d.err = err
+	if len(d.b) < 1 || len(d.b) < 1+int(d.b[0]) {
+		d.err = fmt.Errorf("%w: truncated string", errKeyEncoding)
 		return ""
 	}
-	d.b = rest
-	return s
+	raw := d.b[1 : 1+int(d.b[0])]
+	d.b = d.b[1+len(raw):]
+	if d.names != nil {
+		return d.names.intern(raw)
+	}
+	return string(raw)
 }
 
 func (d *decoder) key() rawKey {
@@ -127,32 +131,84 @@ func decodeArtifact(key rawKey, b []byte) (Variant, error) {
 	return v, nil
 }
 
-// encodeList writes a variant list: count, then key32 lp(crate) body each.
-// Summaries repeat the crate name per entry; it keeps one codec for both
-// summaries and dep lists, and a name costs a few bytes.
+// List entry flags beyond flagBuilt: a field equal to the previous entry's
+// (or, for the first entry, empty) is not written. Lists hold one crate and
+// one or two targets and profiles, so most entries carry none of them.
+const (
+	flagNewCrate   byte = 1 << 1
+	flagNewTarget  byte = 1 << 2
+	flagNewProfile byte = 1 << 3
+)
+
+// encodeList writes a variant list compactly: count, then per entry key32,
+// cost, size, last seen, seen count, flags, and only the names that changed
+// from the previous entry. First-seen times live in artifact records only.
 func encodeList(vs []Variant) []byte {
-	b := binary.AppendUvarint(make([]byte, 0, 16+len(vs)*80), uint64(len(vs)))
+	b := binary.AppendUvarint(make([]byte, 0, 8+len(vs)*48), uint64(len(vs)))
+	var crate, target, profile string
 	for i := range vs {
-		k, _ := parseCacheKey(vs[i].CacheKey)
+		v := &vs[i]
+		k, _ := parseCacheKey(v.CacheKey)
 		b = append(b, k[:]...)
-		b, _ = appendLP(b, vs[i].CrateName)
-		b = appendVariantBody(b, &vs[i])
+		b = binary.AppendUvarint(b, v.CompileTimeMs)
+		b = binary.AppendUvarint(b, v.SizeBytes)
+		b = binary.AppendUvarint(b, uint64(v.LastSeenMs))
+		b = binary.AppendUvarint(b, uint64(v.Seen))
+		var flags byte
+		if v.Built {
+			flags |= flagBuilt
+		}
+		if v.CrateName != crate {
+			flags |= flagNewCrate
+		}
+		if v.Target != target {
+			flags |= flagNewTarget
+		}
+		if v.Profile != profile {
+			flags |= flagNewProfile
+		}
+		b = append(b, flags)
+		if flags&flagNewCrate != 0 {
+			b, _ = appendLP(b, v.CrateName)
+		}
+		if flags&flagNewTarget != 0 {
+			b, _ = appendLP(b, v.Target)
+		}
+		if flags&flagNewProfile != 0 {
+			b, _ = appendLP(b, v.Profile)
+		}
+		crate, target, profile = v.CrateName, v.Target, v.Profile
 	}
 	return b
 }
 
-func decodeList(b []byte) ([]Variant, error) {
-	d := decoder{b: b}
+func decodeList(b []byte, names *interner) ([]Variant, error) {
+	d := decoder{b: b, names: names}
 	n := d.uvarint()
 	if d.err == nil && n > uint64(len(b)) {
 		return nil, fmt.Errorf("decode variant list: %w: count %d", errKeyEncoding, n)
 	}
 	vs := make([]Variant, 0, n)
+	var crate, target, profile string
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		k := d.key()
 		v := Variant{CacheKey: k.String()}
-		v.CrateName = d.str()
-		d.variantBody(&v)
+		v.CompileTimeMs = d.uvarint()
+		v.SizeBytes = d.uvarint()
+		v.LastSeenMs = int64(d.uvarint())
+		v.Seen = uint32(d.uvarint())
+		flags := d.byte()
+		v.Built = flags&flagBuilt != 0
+		if flags&flagNewCrate != 0 {
+			crate = d.str()
+		}
+		if flags&flagNewTarget != 0 {
+			target = d.str()
+		}
+		if flags&flagNewProfile != 0 {
+			profile = d.str()
+		}
+		v.CrateName, v.Target, v.Profile = crate, target, profile
 		vs = append(vs, v)
 	}
 	if d.err != nil {

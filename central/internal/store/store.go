@@ -37,8 +37,11 @@ type Options struct {
 	VariantsPerCrate int
 	// KeysPerDep is how many most recent keys a lock dep keeps.
 	KeysPerDep int
-	// CacheMB is goleveldb's block cache; it bounds most of the read memory.
+	// CacheMB is goleveldb's block cache.
 	CacheMB int
+	// ListCacheMB bounds the decoded-list cache that plans read from; a
+	// negative value disables it.
+	ListCacheMB int
 	// NoSync skips fsync on acknowledged writes (benchmarks and tests only).
 	NoSync bool
 	Logger *slog.Logger
@@ -49,10 +52,13 @@ func (o Options) withDefaults() Options {
 		o.VariantsPerCrate = 8
 	}
 	if o.KeysPerDep <= 0 {
-		o.KeysPerDep = 8
+		o.KeysPerDep = 4
 	}
 	if o.CacheMB <= 0 {
-		o.CacheMB = 16
+		o.CacheMB = 8
+	}
+	if o.ListCacheMB == 0 {
+		o.ListCacheMB = 24
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -68,6 +74,8 @@ type Store struct {
 	wo        *opt.WriteOptions
 	writeMu   sync.Mutex
 	artifacts atomic.Uint64
+	lists     *listCache
+	names     *interner
 	recovered bool
 	closed    atomic.Bool
 }
@@ -112,7 +120,8 @@ func OpenStorage(stor storage.Storage, o Options) (*Store, error) {
 }
 
 func newStore(db *leveldb.DB, o Options, recovered bool) (*Store, error) {
-	s := &Store{db: db, opts: o, wo: &opt.WriteOptions{Sync: !o.NoSync}, recovered: recovered}
+	s := &Store{db: db, opts: o, wo: &opt.WriteOptions{Sync: !o.NoSync}, recovered: recovered,
+		lists: newListCache(int64(o.ListCacheMB) << 20), names: &interner{m: make(map[string]string)}}
 	if err := s.migrate(); err != nil {
 		db.Close()
 		return nil, err
@@ -192,37 +201,47 @@ func (s *Store) Artifact(cacheKey string) (Variant, error) {
 }
 
 // Variants returns the crate's most recent built variants, newest first. An
-// unknown crate yields no variants and no error.
+// unknown crate yields no variants and no error. The slice is shared with the
+// store's cache: callers must not modify it.
 func (s *Store) Variants(crate string) ([]Variant, error) {
 	key, err := summaryKey(crate)
 	if err != nil {
 		return nil, nil
 	}
-	b, err := s.get(key)
-	if errors.Is(err, ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	return decodeList(b)
+	return s.readList(key)
 }
 
 // DepVariants returns the keys most recently built with a lock dep
-// ("name@version") in a namespace, newest first.
+// ("name@version") in a namespace, newest first. The slice is shared: callers
+// must not modify it.
 func (s *Store) DepVariants(namespace, dep string) ([]Variant, error) {
 	key, err := depKey(namespace, dep)
 	if err != nil {
 		return nil, nil
 	}
+	return s.readList(key)
+}
+
+// readList reads a variant list through the cache; an absent list is cached
+// as empty too, since most misses repeat.
+func (s *Store) readList(key []byte) ([]Variant, error) {
+	if vs, ok := s.lists.get(key); ok {
+		return vs, nil
+	}
 	b, err := s.get(key)
-	if errors.Is(err, ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
+	var vs []Variant
+	switch {
+	case errors.Is(err, ErrNotFound):
+		vs = []Variant{}
+	case err != nil:
 		return nil, err
+	default:
+		if vs, err = decodeList(b, s.names); err != nil {
+			return nil, err
+		}
 	}
-	return decodeList(b)
+	s.lists.put(string(key), vs, true)
+	return vs, nil
 }
 
 // CrateKeys returns up to limit known cache keys of a crate (built or only
@@ -317,18 +336,17 @@ func (s *Store) Apply(obs Observation) (ApplyResult, error) {
 
 // writeSet accumulates one batch and the state it changes.
 type writeSet struct {
-	batch     leveldb.Batch
-	result    ApplyResult
-	records   map[rawKey]*Variant
-	summaries map[string][]Variant
-	deps      map[string][]Variant
+	batch   leveldb.Batch
+	result  ApplyResult
+	records map[rawKey]*Variant
+	// lists are the summaries and dep lists this batch rewrites, by DB key.
+	lists map[string][]Variant
 }
 
 func (s *Store) prepare(obs Observation) (*writeSet, error) {
 	w := &writeSet{
-		records:   make(map[rawKey]*Variant, len(obs.Artifacts)),
-		summaries: make(map[string][]Variant),
-		deps:      make(map[string][]Variant),
+		records: make(map[rawKey]*Variant, len(obs.Artifacts)),
+		lists:   make(map[string][]Variant),
 	}
 	at := obs.AtMs
 	if at <= 0 {
@@ -353,11 +371,7 @@ func (s *Store) prepare(obs Observation) (*writeSet, error) {
 	for k, v := range w.records {
 		w.batch.Put(artifactKey(k), encodeArtifact(v))
 	}
-	for crate, vs := range w.summaries {
-		key, _ := summaryKey(crate)
-		w.batch.Put(key, encodeList(vs))
-	}
-	for key, vs := range w.deps {
+	for key, vs := range w.lists {
 		w.batch.Put([]byte(key), encodeList(vs))
 	}
 	if w.result.New > 0 {
@@ -377,8 +391,14 @@ func (s *Store) commit(w *writeSet) error {
 	if w.batch.Len() == 0 {
 		return nil
 	}
+	for key := range w.lists {
+		s.lists.delete(key)
+	}
 	if err := s.db.Write(&w.batch, s.wo); err != nil {
 		return fmt.Errorf("write batch: %w", err)
+	}
+	for key, vs := range w.lists {
+		s.lists.put(key, vs, false)
 	}
 	s.artifacts.Add(uint64(w.result.New))
 	return nil
@@ -406,7 +426,7 @@ func (s *Store) mergeArtifact(w *writeSet, a Artifact, at int64) (*Variant, erro
 		b, err := s.get(artifactKey(k))
 		switch {
 		case errors.Is(err, ErrNotFound):
-			v = &Variant{CacheKey: a.CacheKey, CrateName: a.CrateName, FirstSeenMs: seen}
+			v = &Variant{CacheKey: a.CacheKey, CrateName: s.names.intern([]byte(a.CrateName)), FirstSeenMs: seen}
 			w.result.New++
 			ck, _ := crateKeyKey(a.CrateName, k)
 			w.batch.Put(ck, nil)
@@ -438,10 +458,10 @@ func (s *Store) mergeArtifact(w *writeSet, a Artifact, at int64) (*Variant, erro
 		v.SizeBytes = a.SizeBytes
 	}
 	if a.Target != "" {
-		v.Target = a.Target
+		v.Target = s.names.intern([]byte(a.Target))
 	}
 	if a.Profile != "" {
-		v.Profile = a.Profile
+		v.Profile = s.names.intern([]byte(a.Profile))
 	}
 	if seen > v.LastSeenMs {
 		v.LastSeenMs = seen
@@ -458,15 +478,11 @@ func (s *Store) mergeArtifact(w *writeSet, a Artifact, at int64) (*Variant, erro
 }
 
 func (s *Store) upsertSummary(w *writeSet, v *Variant) error {
-	vs, ok := w.summaries[v.CrateName]
-	if !ok {
-		var err error
-		if vs, err = s.Variants(v.CrateName); err != nil {
-			return err
-		}
+	key, err := summaryKey(v.CrateName)
+	if err != nil {
+		return err
 	}
-	w.summaries[v.CrateName] = upsertRecent(vs, *v, s.opts.VariantsPerCrate)
-	return nil
+	return s.upsertList(w, key, v, s.opts.VariantsPerCrate)
 }
 
 func (s *Store) linkDep(w *writeSet, l DepLink, v *Variant) error {
@@ -474,13 +490,23 @@ func (s *Store) linkDep(w *writeSet, l DepLink, v *Variant) error {
 	if err != nil {
 		return fmt.Errorf("%w: dep %q: %w", ErrInvalid, l.Dep, err)
 	}
-	vs, ok := w.deps[string(key)]
+	return s.upsertList(w, key, v, s.opts.KeysPerDep)
+}
+
+// upsertList updates a list of this batch, starting from a private copy of
+// the stored one (cached lists are shared).
+func (s *Store) upsertList(w *writeSet, key []byte, v *Variant, limit int) error {
+	vs, ok := w.lists[string(key)]
 	if !ok {
-		if vs, err = s.DepVariants(l.Namespace, l.Dep); err != nil {
+		stored, err := s.readList(key)
+		if err != nil {
 			return err
 		}
+		vs = slices.Clone(stored)
 	}
-	w.deps[string(key)] = upsertRecent(vs, *v, s.opts.KeysPerDep)
+	entry := *v
+	entry.FirstSeenMs = 0 // lists do not store it; cached and decoded lists must agree
+	w.lists[string(key)] = upsertRecent(vs, entry, limit)
 	return nil
 }
 
