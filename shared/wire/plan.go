@@ -60,6 +60,17 @@ func (p PrefetchPlan) MarshalJSON() ([]byte, error) {
 // response, so it avoids reflection; its output decodes with encoding/json to
 // the same value (see the fuzz test).
 func (p *PrefetchPlan) AppendJSON(dst []byte) ([]byte, error) {
+	dst, err := p.AppendHead(dst)
+	if err != nil {
+		return dst, err
+	}
+	return p.AppendTail(dst)
+}
+
+// AppendHead appends the opening of the plan object up to its disposition:
+// `{"plan_id":...,"planner":...,"disposition":...`. Head and tail are split so
+// a cached tail can be served under a fresh plan id.
+func (p *PrefetchPlan) AppendHead(dst []byte) ([]byte, error) {
 	if !p.Disposition.Valid() {
 		return dst, fmt.Errorf("encode plan: invalid disposition %q", p.Disposition)
 	}
@@ -75,7 +86,12 @@ func (p *PrefetchPlan) AppendJSON(dst []byte) ([]byte, error) {
 		dst = append(dst, ',')
 	}
 	dst = append(dst, `"disposition":`...)
-	dst = appendString(dst, string(p.Disposition))
+	return appendString(dst, string(p.Disposition)), nil
+}
+
+// AppendTail appends the rest: `,"candidates":[...]`, the stats and the
+// closing brace.
+func (p *PrefetchPlan) AppendTail(dst []byte) ([]byte, error) {
 	dst = append(dst, `,"candidates":[`...)
 	for i := range p.Candidates {
 		if i > 0 {

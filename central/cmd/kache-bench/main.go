@@ -36,7 +36,8 @@ import (
 type options struct {
 	keys, crates, intentCrates, batch, conns, ingestConns int
 	duration                                              time.Duration
-	serviceBin, jsonOut                                   string
+	serviceBin, jsonOut, pprofBind                        string
+	planCacheMB                                           int
 }
 
 func main() {
@@ -50,6 +51,8 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 15*time.Second, "plan load duration per phase")
 	flag.StringVar(&o.serviceBin, "service-bin", "", "kache-service binary (built with go build when empty)")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file")
+	flag.IntVar(&o.planCacheMB, "plan-cache-mb", 8, "the service's --plan-cache-mb (0 measures every plan composed and encoded)")
+	flag.StringVar(&o.pprofBind, "pprof-bind", "", "start the service with --pprof-bind (e.g. 127.0.0.1:6060) to profile it during the run")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "kache-bench:", err)
@@ -92,7 +95,7 @@ func run(o options) error {
 		}
 	}
 	db := filepath.Join(work, "planner.db")
-	svc, err := startService(bin, db)
+	svc, err := startService(bin, db, o.pprofBind, o.planCacheMB)
 	if err != nil {
 		return err
 	}
@@ -354,9 +357,18 @@ type service struct {
 	done chan struct{}
 }
 
-func startService(bin, db string) (*service, error) {
-	cmd := exec.Command(bin, "--bind", "127.0.0.1:0", "--db-path", db)
+func startService(bin, db, pprofBind string, planCacheMB int) (*service, error) {
+	args := []string{"--bind", "127.0.0.1:0", "--db-path", db, "--plan-cache-mb", strconv.Itoa(planCacheMB)}
+	if pprofBind != "" {
+		args = append(args, "--pprof-bind", pprofBind)
+	}
+	cmd := exec.Command(bin, args...)
+	// The chart's 128Mi limit gives the service a 102 MiB soft limit (80%,
+	// read from its cgroup); this machine has no such cgroup, so say it.
 	cmd.Env = append(os.Environ(), "KACHE_LOG=info")
+	if os.Getenv("GOMEMLIMIT") == "" {
+		cmd.Env = append(cmd.Env, "GOMEMLIMIT=102MiB")
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"time"
@@ -44,7 +47,7 @@ func opts(cfg config.Config, log *slog.Logger) fx.Option {
 			newPlanner,
 			newServer,
 		),
-		fx.Invoke(start),
+		fx.Invoke(start, startPprof),
 	)
 }
 
@@ -71,7 +74,7 @@ func newStore(lc fx.Lifecycle, cfg config.Config, log *slog.Logger) (*store.Stor
 		return nil, fmt.Errorf("create database parent: %w", err)
 	}
 	l := log.With("component", "store")
-	st, err := store.Open(dir, store.Options{CacheMB: cfg.DBCacheMB, Logger: l})
+	st, err := store.Open(dir, store.Options{CacheMB: cfg.DBCacheMB, ListCacheMB: cfg.ListCacheMB, Logger: l})
 	if err != nil {
 		if ephemeral {
 			os.RemoveAll(dir)
@@ -111,6 +114,7 @@ func newServer(cfg config.Config, p *planner.Planner, ing *ingest.Service, ready
 		MaxBodyBytes:     cfg.MaxBodyBytes,
 		MaxManifestBytes: cfg.MaxManifestBytes,
 		MaxTimelineBytes: cfg.TimelineMaxCompressedBytes,
+		PlanCacheBytes:   cfg.PlanCacheMB << 20,
 		ReadTimeout:      cfg.ReadTimeout,
 		WriteTimeout:     cfg.WriteTimeout,
 		IdleTimeout:      cfg.IdleTimeout,
@@ -157,4 +161,28 @@ func start(lc fx.Lifecycle, cfg config.Config, log *slog.Logger, ing *ingest.Ser
 		},
 	})
 	return nil
+}
+
+// startPprof serves Go profiles on a separate listener when asked to.
+func startPprof(lc fx.Lifecycle, cfg config.Config, log *slog.Logger) {
+	if cfg.PprofBind == "" {
+		return
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Addr: cfg.PprofBind, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	lc.Append(fx.Hook{
+		OnStart: func(context.Context) error {
+			ln, err := net.Listen("tcp", cfg.PprofBind)
+			if err != nil {
+				return fmt.Errorf("listen for pprof on %s: %w", cfg.PprofBind, err)
+			}
+			log.Info("pprof listening", "addr", ln.Addr().String())
+			go func() { _ = srv.Serve(ln) }()
+			return nil
+		},
+		OnStop: srv.Shutdown,
+	})
 }

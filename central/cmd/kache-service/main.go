@@ -9,6 +9,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
 
 	"go.uber.org/fx"
 
@@ -38,6 +41,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	if limit, ok := memoryLimit(os.Getenv("GOMEMLIMIT"), cgroupMemoryMax); ok {
+		debug.SetMemoryLimit(limit)
+		log.Info("memory limit from cgroup", "go_memory_limit_bytes", limit)
+	}
 	app := fx.New(opts(cfg, log))
 	if err := app.Err(); err != nil {
 		log.Error("start", "error", err)
@@ -47,4 +54,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// fx.Shutdowner or on a failed start.
 	app.Run()
 	return 0
+}
+
+const cgroupMemoryMax = "/sys/fs/cgroup/memory.max"
+
+// memoryLimit gives the Go runtime a soft limit of 80% of the container's
+// memory limit, so the collector works harder before the kernel kills the
+// pod. An explicit GOMEMLIMIT wins (the runtime reads it itself).
+func memoryLimit(gomemlimit, path string) (int64, bool) {
+	if gomemlimit != "" {
+		return 0, false
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || n <= 0 {
+		return 0, false // "max": no limit
+	}
+	return n / 5 * 4, true
 }

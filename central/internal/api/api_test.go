@@ -54,7 +54,7 @@ func newHarness(t testing.TB, opts ...option) *harness {
 	}
 	ready := readiness.New(m.SetReady)
 	ready.Set(true)
-	cfg := Config{Version: "0.15.0-rc.2", MaxBodyBytes: 64 << 10, MaxManifestBytes: 256 << 10, MaxTimelineBytes: 32 << 10,
+	cfg := Config{Version: "0.15.0-rc.2", PlanCacheBytes: 1 << 20, MaxBodyBytes: 64 << 10, MaxManifestBytes: 256 << 10, MaxTimelineBytes: 32 << 10,
 		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: 5 * time.Second}
 	for _, o := range opts {
 		o(&cfg)
@@ -498,4 +498,33 @@ func seedFuzz(h *harness) {
 		entries = append(entries, wire.ManifestEntry{CacheKey: key(i), CrateName: []string{"serde", "a", "b"}[i%3], CompileTimeMs: uint64(i), ArtifactSize: uint64(i)})
 	}
 	h.postJSON("/v1/manifests", manifestJSON(entries...))
+}
+
+// Repeated intents are answered from the plan cache with a fresh plan id
+// until the next write, which the next answer reflects.
+func TestPlanCache(t *testing.T) {
+	h := newHarness(t)
+	h.postJSON("/v1/manifests", manifestJSON(wire.ManifestEntry{CacheKey: key(1), CrateName: "serde", CompileTimeMs: 5, ArtifactSize: 6}))
+	intent := `{"crate_names":["serde"],"namespace":null,"cargo_lock_deps":[]}`
+	first := h.plan(intent)
+	time.Sleep(2 * time.Millisecond)
+	second := h.plan(intent)
+	if len(second.Candidates) != 1 || second.Candidates[0].CacheKey != first.Candidates[0].CacheKey || *second.Candidates[0].DemandIndex != 0 {
+		t.Fatalf("cached plan differs: %+v vs %+v", second, first)
+	}
+	if second.PlanID == first.PlanID {
+		t.Fatalf("cached answer reused plan id %s", first.PlanID)
+	}
+	if !bytes.Contains(h.do("GET", "/metrics", nil).body, []byte(`kache_planner_plan_cache_total{result="hit"} 1`)) {
+		t.Fatal("no cache hit counted")
+	}
+	h.postJSON("/v1/manifests", manifestJSON(wire.ManifestEntry{CacheKey: key(2), CrateName: "serde", CompileTimeMs: 5, ArtifactSize: 6}))
+	third := h.plan(intent)
+	if len(third.Candidates) != 2 {
+		t.Fatalf("write did not invalidate the cache: %+v", third)
+	}
+	// A different body is a different intent.
+	if p := h.plan(`{"crate_names":["other"]}`); p.Disposition != wire.UseFallback {
+		t.Fatalf("%+v", p)
+	}
 }

@@ -95,13 +95,26 @@ func (s *Server) panicked(ctx *fasthttp.RequestCtx, v any) {
 // into v, classifying failures as axum does: 415, 413, 400 for syntax, 422 for
 // shape.
 func decodeJSON(ctx *fasthttp.RequestCtx, limit int, v any) error {
+	body, err := jsonBody(ctx, limit)
+	if err != nil {
+		return err
+	}
+	return unmarshal(body, v)
+}
+
+// jsonBody checks a JSON request's content type and size and returns its body.
+func jsonBody(ctx *fasthttp.RequestCtx, limit int) ([]byte, error) {
 	if !isJSON(ctx.Request.Header.ContentType()) {
-		return fmt.Errorf("%w: want Content-Type application/json", errUnsupportedMedia)
+		return nil, fmt.Errorf("%w: want Content-Type application/json", errUnsupportedMedia)
 	}
 	body := ctx.PostBody()
 	if len(body) > limit {
-		return fmt.Errorf("%w: %d bytes over the %d-byte limit", errBodyTooLarge, len(body), limit)
+		return nil, fmt.Errorf("%w: %d bytes over the %d-byte limit", errBodyTooLarge, len(body), limit)
 	}
+	return body, nil
+}
+
+func unmarshal(body []byte, v any) error {
 	if err := json.Unmarshal(body, v); err != nil {
 		var syn *json.SyntaxError
 		if errors.As(err, &syn) || len(body) == 0 {

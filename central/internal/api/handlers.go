@@ -3,7 +3,9 @@ package api
 import (
 	"bytes"
 	"fmt"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/common/expfmt"
@@ -74,8 +76,8 @@ func (s *Server) plan(ctx *fasthttp.RequestCtx) {
 		s.deps.Metrics.ObservePlan(string(planner.OutcomeUnauthorized), time.Since(start), 0)
 		return
 	}
-	var intent wire.BuildIntent
-	if err := decodeJSON(ctx, s.cfg.MaxBodyBytes, &intent); err != nil {
+	body, err := jsonBody(ctx, s.cfg.MaxBodyBytes)
+	if err != nil {
 		s.fail(ctx, err, "")
 		return
 	}
@@ -84,19 +86,71 @@ func (s *Server) plan(ctx *fasthttp.RequestCtx) {
 		s.deps.Metrics.ObservePlan(string(planner.OutcomeNotReady), time.Since(start), 0)
 		return
 	}
+	gen := s.deps.Planner.Generation()
+	if hit, ok := s.plans.get(body, gen); ok {
+		s.deps.Metrics.ObservePlanCache(true)
+		head := wire.PrefetchPlan{PlanID: planID(start), Planner: s.deps.Planner.Name(), Disposition: hit.disposition}
+		s.writePlan(ctx, &head, hit.tail)
+		s.deps.Metrics.ObservePlan(string(hit.outcome), time.Since(start), hit.candidates)
+		return
+	}
+	var intent wire.BuildIntent
+	if err := unmarshal(body, &intent); err != nil {
+		s.fail(ctx, err, "")
+		return
+	}
+	s.deps.Metrics.ObservePlanCache(false)
 	plan, outcome, err := s.deps.Planner.Plan(&intent)
 	if err != nil {
 		s.log.Warn("planning failed, answering use_fallback", "error", err)
 	}
-	buf, err := plan.AppendJSON(make([]byte, 0, 128+160*len(plan.Candidates)))
+	buf := getBuf()
+	defer putBuf(buf)
+	tail, err := plan.AppendTail((*buf)[:0])
 	if err != nil {
 		s.fail(ctx, err, "encode plan")
 		return
 	}
+	*buf = tail
+	s.writePlan(ctx, &plan, tail)
+	if outcome != planner.OutcomePlanningError {
+		s.plans.put(body, &cachedPlan{generation: gen, disposition: plan.Disposition, outcome: outcome,
+			candidates: len(plan.Candidates), tail: bytes.Clone(tail)})
+	}
+	s.deps.Metrics.ObservePlan(string(outcome), time.Since(start), len(plan.Candidates))
+}
+
+// writePlan writes a plan's head and an encoded tail into fasthttp's own
+// (pooled) body buffer.
+func (s *Server) writePlan(ctx *fasthttp.RequestCtx, head *wire.PrefetchPlan, tail []byte) {
+	buf := getBuf()
+	defer putBuf(buf)
+	b, err := head.AppendHead((*buf)[:0])
+	if err != nil {
+		s.fail(ctx, err, "encode plan")
+		return
+	}
+	*buf = b
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.SetContentType("application/json")
-	ctx.SetBody(buf)
-	s.deps.Metrics.ObservePlan(string(outcome), time.Since(start), len(plan.Candidates))
+	ctx.Response.ResetBody()
+	ctx.Response.AppendBody(b)
+	ctx.Response.AppendBody(tail)
+}
+
+func planID(t time.Time) string {
+	return "plan-" + strconv.FormatInt(t.UnixMilli(), 10)
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+// putBuf returns a buffer unless it grew past what is worth keeping.
+func putBuf(b *[]byte) {
+	if cap(*b) <= 4<<20 {
+		bufPool.Put(b)
+	}
 }
 
 // manifests serves POST /v1/manifests: one build manifest, stored atomically.

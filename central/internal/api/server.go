@@ -32,15 +32,19 @@ type Config struct {
 	MaxManifestBytes int
 	// MaxTimelineBytes bounds compressed POST /v1/build-timelines bodies.
 	MaxTimelineBytes int
-	ReadTimeout      time.Duration
-	WriteTimeout     time.Duration
-	IdleTimeout      time.Duration
+	// PlanCacheBytes bounds the cache of encoded plans; 0 disables it.
+	PlanCacheBytes int
+	ReadTimeout    time.Duration
+	WriteTimeout   time.Duration
+	IdleTimeout    time.Duration
 }
 
 // Planner answers plan requests.
 type Planner interface {
 	Plan(intent *wire.BuildIntent) (wire.PrefetchPlan, planner.Outcome, error)
 	Name() string
+	// Generation changes whenever plans may change.
+	Generation() uint64
 }
 
 // Ingester stores what builds report.
@@ -66,11 +70,12 @@ type Deps struct {
 
 // Server is central's HTTP server.
 type Server struct {
-	cfg  Config
-	deps Deps
-	log  *slog.Logger
-	auth bearer
-	srv  *fasthttp.Server
+	cfg   Config
+	deps  Deps
+	log   *slog.Logger
+	auth  bearer
+	plans *planCache
+	srv   *fasthttp.Server
 
 	mu   sync.Mutex
 	ln   net.Listener
@@ -85,7 +90,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, deps: deps, log: deps.Logger, auth: newBearer(cfg.Token)}
+	s := &Server{cfg: cfg, deps: deps, log: deps.Logger, auth: newBearer(cfg.Token), plans: newPlanCache(cfg.PlanCacheBytes)}
 	s.srv = &fasthttp.Server{
 		Handler:            s.routes().Handler,
 		Name:               "kache-service",

@@ -34,10 +34,16 @@ type Config struct {
 	TimelineMaxCompressedBytes int
 	TimelineMaxDecodedBytes    int
 	DBCacheMB                  int
+	ListCacheMB                int
+	PlanCacheMB                int
 	ReadTimeout                time.Duration
 	WriteTimeout               time.Duration
 	IdleTimeout                time.Duration
 	ShutdownTimeout            time.Duration
+
+	// PprofBind serves net/http/pprof on this address when set (keep it on
+	// loopback).
+	PprofBind string
 
 	ShowVersion bool
 }
@@ -81,11 +87,14 @@ func Parse(args []string, lookupEnv func(string) (string, bool), out io.Writer) 
 	integer(&c.MaxManifestBytes, "manifest-max-bytes", "KACHE_PLANNER_MANIFEST_MAX_BYTES", 16<<20, "largest build-manifest body")
 	integer(&c.TimelineMaxCompressedBytes, "timeline-max-compressed-bytes", "KACHE_TIMELINE_MAX_COMPRESSED_BYTES", 8<<20, "largest compressed build-timeline body")
 	integer(&c.TimelineMaxDecodedBytes, "timeline-max-decoded-bytes", "KACHE_TIMELINE_MAX_DECODED_BYTES", 32<<20, "largest decoded build-timeline body (inclusive)")
-	integer(&c.DBCacheMB, "db-cache-mb", "KACHE_PLANNER_DB_CACHE_MB", 16, "database block cache")
+	integer(&c.DBCacheMB, "db-cache-mb", "KACHE_PLANNER_DB_CACHE_MB", 8, "database block cache")
+	integer(&c.ListCacheMB, "list-cache-mb", "KACHE_PLANNER_LIST_CACHE_MB", 16, "decoded crate and dep lists kept in memory")
+	integer(&c.PlanCacheMB, "plan-cache-mb", "KACHE_PLANNER_PLAN_CACHE_MB", 8, "encoded plans kept for repeated intents until the next write; 0 disables")
 	dur(&c.ReadTimeout, "read-timeout", "KACHE_PLANNER_READ_TIMEOUT", 30*time.Second, "HTTP read timeout")
 	dur(&c.WriteTimeout, "write-timeout", "KACHE_PLANNER_WRITE_TIMEOUT", 30*time.Second, "HTTP write timeout")
 	dur(&c.IdleTimeout, "idle-timeout", "KACHE_PLANNER_IDLE_TIMEOUT", 90*time.Second, "HTTP keep-alive idle timeout")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", "KACHE_PLANNER_SHUTDOWN_TIMEOUT", 20*time.Second, "graceful shutdown budget (below the chart's terminationGracePeriodSeconds)")
+	str(&c.PprofBind, "pprof-bind", "KACHE_PLANNER_PPROF_BIND", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off when empty")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 
 	if err := fs.Parse(args); err != nil {
@@ -135,6 +144,7 @@ func (c Config) Validate() error {
 		{"--timeline-max-compressed-bytes", c.TimelineMaxCompressedBytes},
 		{"--timeline-max-decoded-bytes", c.TimelineMaxDecodedBytes},
 		{"--db-cache-mb", c.DBCacheMB},
+		{"--list-cache-mb", c.ListCacheMB},
 	} {
 		if v.n <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %d", v.name, v.n))
@@ -152,6 +162,9 @@ func (c Config) Validate() error {
 		if v.d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %s", v.name, v.d))
 		}
+	}
+	if c.PlanCacheMB < 0 {
+		errs = append(errs, fmt.Errorf("--plan-cache-mb must not be negative, got %d", c.PlanCacheMB))
 	}
 	return errors.Join(errs...)
 }
@@ -179,6 +192,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("max_body_bytes", c.MaxBodyBytes),
 		slog.Int("manifest_max_bytes", c.MaxManifestBytes),
 		slog.Int("db_cache_mb", c.DBCacheMB),
+		slog.Int("list_cache_mb", c.ListCacheMB),
+		slog.Int("plan_cache_mb", c.PlanCacheMB),
 	)
 }
 

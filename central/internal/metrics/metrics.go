@@ -26,6 +26,7 @@ type Metrics struct {
 	manifests  *prometheus.CounterVec
 	entries    prometheus.Counter
 	timelines  *prometheus.CounterVec
+	planCache  *prometheus.CounterVec
 }
 
 // New registers central's metrics on reg, every labelled series at zero.
@@ -61,8 +62,12 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "kache_planner_build_timelines_total",
 			Help: "Build-timeline ingest requests by outcome.",
 		}, []string{"outcome"}),
+		planCache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kache_planner_plan_cache_total",
+			Help: "Plan requests answered from the encoded-plan cache (hit) or planned (miss).",
+		}, []string{"result"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.candidates, m.ready, m.manifests, m.entries, m.timelines} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.candidates, m.ready, m.manifests, m.entries, m.timelines, m.planCache} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
@@ -71,6 +76,8 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		m.requests.WithLabelValues(o)
 		m.duration.WithLabelValues(o)
 	}
+	m.planCache.WithLabelValues("hit")
+	m.planCache.WithLabelValues("miss")
 	for _, o := range IngestOutcomes {
 		m.manifests.WithLabelValues(o)
 		m.timelines.WithLabelValues(o)
@@ -106,4 +113,13 @@ func (m *Metrics) ObserveManifest(outcome string, entries int) {
 // ObserveTimeline records one timeline ingest.
 func (m *Metrics) ObserveTimeline(outcome string) {
 	m.timelines.WithLabelValues(outcome).Inc()
+}
+
+// ObservePlanCache counts a plan-cache hit or miss.
+func (m *Metrics) ObservePlanCache(hit bool) {
+	if hit {
+		m.planCache.WithLabelValues("hit").Inc()
+	} else {
+		m.planCache.WithLabelValues("miss").Inc()
+	}
 }

@@ -19,6 +19,8 @@ type Index interface {
 	DepVariants(namespace, dep string) ([]store.Variant, error)
 	CrateKeys(crate string, limit int) ([]string, error)
 	ArtifactCount() uint64
+	// Generation changes whenever the index changes.
+	Generation() uint64
 }
 
 // Outcome is the result label of one plan request, as kache's metrics name it.
@@ -82,6 +84,10 @@ func NormalizeName(n string) string {
 	}
 	return n
 }
+
+// Generation identifies the state plans are computed from: a plan computed
+// at one generation is valid until it changes.
+func (p *Planner) Generation() uint64 { return p.idx.Generation() }
 
 // Name is the planner name reported in plans and health replies.
 func (p *Planner) Name() string { return p.cfg.Name }

@@ -58,7 +58,7 @@ func (o Options) withDefaults() Options {
 		o.CacheMB = 8
 	}
 	if o.ListCacheMB == 0 {
-		o.ListCacheMB = 24
+		o.ListCacheMB = 16
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -74,17 +74,23 @@ type Store struct {
 	wo        *opt.WriteOptions
 	writeMu   sync.Mutex
 	artifacts atomic.Uint64
-	lists     *listCache
-	names     *interner
-	recovered bool
-	closed    atomic.Bool
+	// generation counts committed writes; caches of derived answers key on it.
+	generation atomic.Uint64
+	lists      *listCache
+	names      *interner
+	known      *keyFilter // guarded by writeMu
+	recovered  bool
+	closed     atomic.Bool
 }
 
 func levelOptions(o Options) *opt.Options {
 	return &opt.Options{
-		BlockCacheCapacity:     o.CacheMB * opt.MiB,
-		WriteBuffer:            4 * opt.MiB,
-		Filter:                 filter.NewBloomFilter(10),
+		BlockCacheCapacity: o.CacheMB * opt.MiB,
+		WriteBuffer:        4 * opt.MiB,
+		Filter:             filter.NewBloomFilter(10),
+		// Keys and lists are mostly random hash bytes: compression costs
+		// compaction CPU and saves little.
+		Compression:            opt.NoCompression,
 		OpenFilesCacheCapacity: 256,
 		CompactionTableSize:    4 * opt.MiB,
 	}
@@ -151,6 +157,23 @@ func (s *Store) migrate() error {
 	} else if err != nil && !errors.Is(err, leveldb.ErrNotFound) {
 		return fmt.Errorf("read artifact count: %w", err)
 	}
+	return s.rebuildFilter(2 * int(s.artifacts.Load()))
+}
+
+// rebuildFilter fills a new key filter from the artifact records.
+func (s *Store) rebuildFilter(capacity int) error {
+	f := newKeyFilter(capacity)
+	it := s.db.NewIterator(util.BytesPrefix([]byte{prefixArtifact}), nil)
+	defer it.Release()
+	for it.Next() {
+		var k rawKey
+		copy(k[:], it.Key()[1:])
+		f.add(&k)
+	}
+	if err := it.Error(); err != nil {
+		return fmt.Errorf("scan artifact keys: %w", err)
+	}
+	s.known = f
 	return nil
 }
 
@@ -169,6 +192,9 @@ func (s *Store) Close() error {
 	}
 	return nil
 }
+
+// Generation changes after every committed write.
+func (s *Store) Generation() uint64 { return s.generation.Load() }
 
 // ArtifactCount is the number of distinct cache keys known.
 func (s *Store) ArtifactCount() uint64 { return s.artifacts.Load() }
@@ -339,6 +365,7 @@ type writeSet struct {
 	batch   leveldb.Batch
 	result  ApplyResult
 	records map[rawKey]*Variant
+	newKeys []rawKey
 	// lists are the summaries and dep lists this batch rewrites, by DB key.
 	lists map[string][]Variant
 }
@@ -398,9 +425,19 @@ func (s *Store) commit(w *writeSet) error {
 		return fmt.Errorf("write batch: %w", err)
 	}
 	for key, vs := range w.lists {
+		if cap(vs) > len(vs) {
+			vs = slices.Clone(vs) // cached lists live long; drop the spare capacity
+		}
 		s.lists.put(key, vs, false)
 	}
+	for i := range w.newKeys {
+		s.known.add(&w.newKeys[i])
+	}
 	s.artifacts.Add(uint64(w.result.New))
+	s.generation.Add(1)
+	if s.known.full() {
+		return s.rebuildFilter(4 * int(s.artifacts.Load()))
+	}
 	return nil
 }
 
@@ -423,11 +460,16 @@ func (s *Store) mergeArtifact(w *writeSet, a Artifact, at int64) (*Variant, erro
 	}
 	v, ok := w.records[k]
 	if !ok {
-		b, err := s.get(artifactKey(k))
+		var b []byte
+		err := ErrNotFound
+		if s.known.mayContain(&k) {
+			b, err = s.get(artifactKey(k))
+		}
 		switch {
 		case errors.Is(err, ErrNotFound):
 			v = &Variant{CacheKey: a.CacheKey, CrateName: s.names.intern([]byte(a.CrateName)), FirstSeenMs: seen}
 			w.result.New++
+			w.newKeys = append(w.newKeys, k)
 			ck, _ := crateKeyKey(a.CrateName, k)
 			w.batch.Put(ck, nil)
 		case err != nil:
@@ -502,7 +544,7 @@ func (s *Store) upsertList(w *writeSet, key []byte, v *Variant, limit int) error
 		if err != nil {
 			return err
 		}
-		vs = slices.Clone(stored)
+		vs = append(make([]Variant, 0, limit+1), stored...)
 	}
 	entry := *v
 	entry.FirstSeenMs = 0 // lists do not store it; cached and decoded lists must agree

@@ -371,3 +371,38 @@ func FuzzKeyCodecs(f *testing.F) {
 		}
 	})
 }
+
+// The key filter must never hide a known key: every re-seen key is merged,
+// also after reopening (filter rebuilt) and after the filter grows.
+func TestKeyFilterNeverHidesKnownKeys(t *testing.T) {
+	stor := storage.NewMemStorage()
+	s, err := OpenStorage(stor, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 70_000 // over the initial capacity, so the filter grows
+	obs := Observation{AtMs: 1}
+	for i := range n {
+		obs.Artifacts = append(obs.Artifacts, Artifact{CacheKey: hexKey(i), CrateName: "c"})
+	}
+	if r := mustApply(t, s, obs); r.New != n {
+		t.Fatalf("new %d", r.New)
+	}
+	obs.AtMs = 2
+	if r := mustApply(t, s, obs); r.New != 0 {
+		t.Fatalf("re-seen keys counted as new: %d", r.New)
+	}
+	s.Close()
+	s, err = OpenStorage(stor, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	obs.AtMs = 3
+	if r := mustApply(t, s, obs); r.New != 0 {
+		t.Fatalf("after reopen: %d new", r.New)
+	}
+	if a, _ := s.Artifact(hexKey(n - 1)); a.Seen != 3 {
+		t.Fatalf("seen %d", a.Seen)
+	}
+}

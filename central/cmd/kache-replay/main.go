@@ -1,0 +1,106 @@
+// Command kache-replay replays a project's Cargo.lock history (the traces
+// format of shared/traces/README.md) under every prefetch planning policy
+// and scores them (issue 5). See central/internal/replay/README.md.
+//
+//	kache-replay --trace DIR --json FILE [--png FILE] [--seed N]
+//	kache-replay from-git --repo CHECKOUT --out DIR [--ref REF]
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/kache-planner/kache-planner/central/internal/replay"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "kache-replay:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "from-git" {
+		return fromGit(args[1:], stderr)
+	}
+	fs := flag.NewFlagSet("kache-replay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	trace := fs.String("trace", "", "trace directory (commits.jsonl and locks/)")
+	jsonOut := fs.String("json", "", "results file to write")
+	pngOut := fs.String("png", "", "chart of recall and byte precision over the history (optional)")
+	seed := fs.Uint64("seed", 1, "seed of the build model")
+	namespace := fs.String("namespace", replay.DefaultConfig(0).Namespace, `KACHE_NAMESPACE template of each job ("{target}", "{profile}", "{features}"); empty = unset`)
+	experimental := fs.Bool("experimental", false, "also score the prototype planner ranking (planner_proto)")
+	quiet := fs.Bool("quiet", false, "no progress on stderr")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *trace == "" || *jsonOut == "" {
+		fs.Usage()
+		return errors.New("--trace and --json are required")
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if *quiet {
+		log = slog.New(slog.DiscardHandler)
+	}
+
+	started := time.Now()
+	t, err := replay.LoadTrace(*trace)
+	if err != nil {
+		return err
+	}
+	cfg := replay.DefaultConfig(*seed)
+	cfg.Namespace = *namespace
+	cfg.Experimental = *experimental
+	cfg.Progress = func(done, total int) {
+		if done%250 == 0 || done == total {
+			log.Info("replaying", "project", t.Project, "commits", done, "of", total, "elapsed", time.Since(started).Round(time.Second))
+		}
+	}
+	res, err := replay.Run(t, cfg)
+	if err != nil {
+		return err
+	}
+	if err := replay.WriteJSON(*jsonOut, res); err != nil {
+		return err
+	}
+	if *pngOut != "" {
+		if err := replay.WriteChart(*pngOut, res); err != nil {
+			return err
+		}
+	}
+	if err := replay.WriteTable(stdout, res); err != nil {
+		return err
+	}
+	log.Info("done", "project", t.Project, "elapsed", time.Since(started).Round(time.Millisecond))
+	return nil
+}
+
+func fromGit(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("kache-replay from-git", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	repo := fs.String("repo", "", "local git checkout")
+	out := fs.String("out", "", "trace directory to write (created)")
+	ref := fs.String("ref", "HEAD", "tip of the default branch")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *repo == "" || *out == "" {
+		fs.Usage()
+		return errors.New("--repo and --out are required")
+	}
+	n, err := replay.TraceFromGit(*repo, *out, *ref)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "wrote %d commits to %s\n", n, *out)
+	return nil
+}

@@ -1,0 +1,101 @@
+package replay
+
+import (
+	"github.com/kache-planner/kache-planner/central/internal/planner"
+	"github.com/kache-planner/kache-planner/shared/cargolock"
+	"github.com/kache-planner/kache-planner/shared/wire"
+)
+
+// Policy is one planning policy under test. Plan is called before a build
+// with the bucket as it is then; Learn after each build completes, in
+// completion order, with the manifest `kache save-manifest` wrote. Nothing
+// else reaches a policy, so none sees the future.
+type Policy interface {
+	Name() string
+	Plan(b *Build) (wire.PrefetchPlan, error)
+	Learn(b *Build, m *wire.BuildManifest, endMs int64) error
+}
+
+// remotePlanner marks policies the daemon reaches over HTTP: their answers
+// go through the daemon's result handling (kache-protocol.md 3.4), so
+// use_fallback or an empty execute plan runs kache's local fallback planner
+// instead.
+type remotePlanner interface {
+	Policy
+	remote()
+}
+
+// The policy names of the results file, in table order.
+const (
+	PolicyNone          = "none"
+	PolicyKacheFallback = "kache_fallback"
+	PolicyKacheService  = "kache_service"
+	PolicyLockfileAll   = "lockfile_all"
+	PolicyPlanner       = "planner"
+	PolicyOracle        = "oracle"
+	// PolicyPlannerProto is the prototype ranking (Config.Experimental).
+	PolicyPlannerProto = "planner_proto"
+)
+
+func executePlan(name string, cands []wire.PrefetchCandidate) wire.PrefetchPlan {
+	if cands == nil {
+		cands = []wire.PrefetchCandidate{}
+	}
+	return wire.PrefetchPlan{Planner: name, Disposition: wire.Execute, Candidates: cands}
+}
+
+// none never prefetches: the baseline every build pays without a plan.
+type none struct{}
+
+func (none) Name() string                                   { return PolicyNone }
+func (none) Plan(*Build) (wire.PrefetchPlan, error)         { return executePlan(PolicyNone, nil), nil }
+func (none) Learn(*Build, *wire.BuildManifest, int64) error { return nil }
+
+// oracle fetches exactly the needed keys the bucket holds, in kache's
+// dispatch order with the true compile times: the ceiling for every score.
+type oracle struct{}
+
+func (oracle) Name() string { return PolicyOracle }
+
+func (oracle) Plan(b *Build) (wire.PrefetchPlan, error) {
+	var cands []wire.PrefetchCandidate
+	for i := range b.Units {
+		u := &b.Units[i]
+		if !u.Available {
+			continue
+		}
+		d := uint32(u.Demand)
+		cands = append(cands, wire.PrefetchCandidate{CacheKey: u.Key, CrateName: u.Crate, CompileTimeMs: u.CompileMs, SizeBytes: u.SizeBytes, Source: wire.SourceShard, DemandIndex: &d})
+	}
+	planner.SortForDispatch(cands)
+	return executePlan(PolicyOracle, cands), nil
+}
+
+func (oracle) Learn(*Build, *wire.BuildManifest, int64) error { return nil }
+
+// lockfileAll fetches every stored variant of every crate in Cargo.lock (by
+// the correct crate directory), in demand order. The list stops at the
+// client's key budget: the daemon would drop the rest unread.
+type lockfileAll struct {
+	bucket  *Bucket
+	maxKeys int
+}
+
+func (*lockfileAll) Name() string { return PolicyLockfileAll }
+
+func (p *lockfileAll) Plan(b *Build) (wire.PrefetchPlan, error) {
+	var cands []wire.PrefetchCandidate
+	for i, name := range b.Intent.CrateNames {
+		crate := cargolock.CrateName(name)
+		d := uint32(i)
+		for _, k := range p.bucket.List(crate) {
+			if p.maxKeys > 0 && len(cands) >= p.maxKeys {
+				return executePlan(PolicyLockfileAll, cands), nil
+			}
+			cands = append(cands, wire.PrefetchCandidate{CacheKey: k, CrateName: crate, Source: wire.SourceKeyCache, DemandIndex: &d})
+		}
+	}
+	return executePlan(PolicyLockfileAll, cands), nil
+}
+
+func (*lockfileAll) Learn(*Build, *wire.BuildManifest, int64) error { return nil }

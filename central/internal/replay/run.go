@@ -1,0 +1,252 @@
+package replay
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/kache-planner/kache-planner/shared/wire"
+)
+
+// Config is the whole build model; DefaultConfig documents the defaults.
+type Config struct {
+	Seed uint64
+	Jobs []Job
+	// Namespace is the KACHE_NAMESPACE template each job sets ("{target}",
+	// "{profile}", "{features}" expand); empty means unset, kache's default,
+	// which turns shards off.
+	Namespace string
+	// ToolchainLagSec is how long after a Rust release CI adopts it.
+	ToolchainLagSec int64
+	Cost            CostModel
+	Transfer        TransferModel
+	Build           BuildModel
+	// Experimental adds the prototype planner (planner_proto).
+	Experimental bool
+	// Progress, when set, is called after each commit.
+	Progress func(done, total int)
+}
+
+// DefaultConfig is the documented model for a seed. The seed draws the
+// crates' costs and the toolchain adoption lag (0-13 days).
+func DefaultConfig(seed uint64) Config {
+	return Config{
+		Seed:            seed,
+		Jobs:            DefaultJobs(),
+		Namespace:       "{target}/{profile}",
+		ToolchainLagSec: int64(seed*0x9e3779b97f4a7c15>>32) % (14 * 86400),
+		Cost:            DefaultCostModel(seed),
+		Transfer:        DefaultTransferModel(),
+		Build:           DefaultBuildModel(),
+	}
+}
+
+// Result is one run: the results file's content plus the per-build scores
+// the chart draws.
+type Result struct {
+	Project  string                  `json:"project"`
+	Seed     uint64                  `json:"seed"`
+	Commits  int                     `json:"commits"`
+	Branches int                     `json:"branches"`
+	Builds   int                     `json:"builds"`
+	Model    Model                   `json:"model"`
+	Policies map[string]PolicyResult `json:"policies"`
+	// Order lists the policies in table order.
+	Order []string `json:"-"`
+	// Scores holds each policy's per-build scores in build order.
+	Scores map[string][]BuildScore `json:"-"`
+}
+
+// PolicyResult is one policy's scores on first builds of branches and on
+// all builds.
+type PolicyResult struct {
+	FirstBuild Summary `json:"first_build"`
+	Overall    Summary `json:"overall"`
+}
+
+// Model records the build model a result was produced with.
+type Model struct {
+	Jobs            []Job         `json:"jobs"`
+	Namespace       string        `json:"namespace"`
+	ToolchainLagSec int64         `json:"toolchain_lag_sec"`
+	Cost            CostModel     `json:"cost"`
+	Transfer        TransferModel `json:"transfer"`
+	Build           BuildModel    `json:"build"`
+}
+
+// runner holds one run's state.
+type runner struct {
+	trace    *Trace
+	cfg      Config
+	sched    Schedule
+	bucket   *Bucket
+	policies []Policy
+	fallback Policy
+	scores   [][]BuildScore
+}
+
+// completed is a build whose uploads and manifest become visible at end.
+type completed struct {
+	end      int64
+	build    *Build
+	manifest wire.BuildManifest
+}
+
+// Run replays the trace under every policy.
+func Run(t *Trace, cfg Config) (res *Result, err error) {
+	if len(cfg.Jobs) == 0 {
+		return nil, errors.New("run replay: no jobs configured")
+	}
+	r := &runner{trace: t, cfg: cfg, sched: NewSchedule(t), bucket: NewBucket()}
+	closers, err := r.setupPolicies()
+	for _, c := range closers {
+		defer func() {
+			if cerr := c.Close(); cerr != nil && err == nil {
+				err = fmt.Errorf("close policy: %w", cerr)
+			}
+		}()
+	}
+	if err != nil {
+		return nil, err
+	}
+	r.scores = make([][]BuildScore, len(r.policies))
+	if err := r.replay(); err != nil {
+		return nil, err
+	}
+	return r.result(), nil
+}
+
+func (r *runner) setupPolicies() ([]io.Closer, error) {
+	fb := &kacheFallback{bucket: r.bucket}
+	r.fallback = fb
+	c, err := newCentral()
+	if err != nil {
+		return nil, err
+	}
+	closers := []io.Closer{c}
+	r.policies = []Policy{none{}, fb, newKacheService(), &lockfileAll{bucket: r.bucket, maxKeys: r.cfg.Transfer.MaxKeys}, c, oracle{}}
+	if r.cfg.Experimental {
+		p, err := newProto()
+		if err != nil {
+			return closers, err
+		}
+		closers = append(closers, p)
+		r.policies = append(r.policies, p)
+	}
+	return closers, nil
+}
+
+func (r *runner) replay() error {
+	pending := newHeap(func(a, b *completed) bool {
+		return a.end < b.end || a.end == b.end && a.build.Seq < b.build.Seq
+	})
+	seq := 0
+	for i := range r.trace.Commits {
+		start := r.sched.StartMs[i]
+		for pending.Len() > 0 && pending.Peek().end <= start {
+			if err := r.complete(pending.Pop()); err != nil {
+				return err
+			}
+		}
+		g, err := r.trace.Lock(r.trace.Commits[i].Lock)
+		if err != nil {
+			return fmt.Errorf("replay commit %s: %w", r.trace.Commits[i].Commit, err)
+		}
+		for j := range r.cfg.Jobs {
+			b := newBuild(r, seq, i, j, g)
+			seq++
+			wall, err := r.scoreBuild(b)
+			if err != nil {
+				return err
+			}
+			end := start + int64(wall)
+			pending.Push(&completed{end: end, build: b, manifest: b.Manifest(end)})
+		}
+		if r.cfg.Progress != nil {
+			r.cfg.Progress(i+1, len(r.trace.Commits))
+		}
+	}
+	return nil
+}
+
+// scoreBuild asks every policy for a plan, runs the build under it and
+// records the scores. It returns the build's duration without prefetch,
+// which sets when its uploads become visible, the same for every policy.
+func (r *runner) scoreBuild(b *Build) (float64, error) {
+	var wall float64
+	for k, p := range r.policies {
+		cands, err := r.plan(p, b)
+		if err != nil {
+			return 0, err
+		}
+		downloads := r.cfg.Transfer.Schedule(r.cfg.Transfer.Admit(cands), r.bucket)
+		sim := r.cfg.Build.Simulate(b, prefetchedUnits(b, downloads), r.cfg.Transfer)
+		r.scores[k] = append(r.scores[k], scoreBuild(b, downloads, sim))
+		if p.Name() == PolicyNone {
+			wall = sim.WallMs
+		}
+	}
+	return wall, nil
+}
+
+// plan returns what the daemon downloads for a policy's answer: a remote
+// planner's use_fallback or empty execute plan runs the local fallback
+// (kache-protocol.md 3.4), do_nothing prefetches nothing.
+func (r *runner) plan(p Policy, b *Build) ([]wire.PrefetchCandidate, error) {
+	plan, err := p.Plan(b)
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: %w", p.Name(), err)
+	}
+	if _, ok := p.(remotePlanner); ok {
+		switch {
+		case plan.Disposition == wire.DoNothing:
+			return nil, nil
+		case plan.Disposition != wire.Execute || len(plan.Candidates) == 0:
+			if plan, err = r.fallback.Plan(b); err != nil {
+				return nil, fmt.Errorf("policy %s: fallback: %w", p.Name(), err)
+			}
+		}
+	}
+	return plan.Candidates, nil
+}
+
+// complete makes a finished build visible: its uploads and shards land in
+// the bucket and every policy learns its manifest.
+func (r *runner) complete(c *completed) error {
+	b := c.build
+	for i := range b.Units {
+		u := &b.Units[i]
+		r.bucket.Put(u.Crate, u.Key, u.SizeBytes)
+	}
+	if b.Namespace != nil {
+		r.bucket.writeShards(*b.Namespace, b.Lock.Shards, &c.manifest)
+	}
+	for _, p := range r.policies {
+		if err := p.Learn(b, &c.manifest, c.end); err != nil {
+			return fmt.Errorf("policy %s: %w", p.Name(), err)
+		}
+	}
+	// The build's units are no longer needed; keep the score only.
+	b.Units = nil
+	return nil
+}
+
+func (r *runner) result() *Result {
+	res := &Result{
+		Project: r.trace.Project, Seed: r.cfg.Seed, Commits: len(r.trace.Commits), Branches: r.sched.Branches,
+		Model:    Model{Jobs: r.cfg.Jobs, Namespace: r.cfg.Namespace, ToolchainLagSec: r.cfg.ToolchainLagSec, Cost: r.cfg.Cost, Transfer: r.cfg.Transfer, Build: r.cfg.Build},
+		Policies: map[string]PolicyResult{},
+		Scores:   map[string][]BuildScore{},
+	}
+	for k, p := range r.policies {
+		s := r.scores[k]
+		res.Builds = len(s)
+		res.Order = append(res.Order, p.Name())
+		res.Scores[p.Name()] = s
+		res.Policies[p.Name()] = PolicyResult{
+			FirstBuild: Summarize(s, func(b *BuildScore) bool { return b.First }),
+			Overall:    Summarize(s, nil),
+		}
+	}
+	return res
+}
