@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/kache-planner/kache-planner/central/internal/replay"
@@ -40,8 +41,16 @@ func run(args []string, stdout, stderr io.Writer) error {
 	namespace := fs.String("namespace", replay.DefaultConfig(0).Namespace, `KACHE_NAMESPACE template of each job ("{target}", "{profile}", "{features}"); empty = unset`)
 	experimental := fs.Bool("experimental", false, "also score the prototype planner ranking (planner_proto)")
 	quiet := fs.Bool("quiet", false, "no progress on stderr")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		stop, err := startProfile(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	if *trace == "" || *jsonOut == "" {
 		fs.Usage()
@@ -103,4 +112,20 @@ func fromGit(args []string, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stderr, "wrote %d commits to %s\n", n, *out)
 	return nil
+}
+
+// startProfile starts a CPU profile; the returned func stops and closes it.
+func startProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("create cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start cpu profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

@@ -146,14 +146,13 @@ func start(lc fx.Lifecycle, cfg config.Config, log *slog.Logger, ing *ingest.Ser
 	}))
 	lc.Append(fx.Hook{
 		OnStart: func(ctx context.Context) error {
-			if err := srv.Start(ctx, func(err error) {
+			// Ready before the listener binds, as in kache's non-HA serve():
+			// the database is open and seeded, so no request sees a 503.
+			ready.Set(true)
+			return srv.Start(ctx, func(err error) {
 				log.Error("http server failed", "error", err)
 				_ = sd.Shutdown(fx.ExitCode(1))
-			}); err != nil {
-				return err
-			}
-			ready.Set(true)
-			return nil
+			})
 		},
 		OnStop: func(ctx context.Context) error {
 			ready.Set(false)

@@ -25,6 +25,9 @@ type cacheShard struct {
 	mu    sync.RWMutex
 	m     map[string][]Variant
 	bytes int64
+	// epoch moves on every writer change, so a reader that filled a miss
+	// from an older database state cannot insert it afterwards.
+	epoch uint64
 }
 
 // variantBytes approximates what a cached variant costs: the struct and its
@@ -51,59 +54,89 @@ func cost(key string, vs []Variant) int64 {
 	return int64(len(key)) + 48 + int64(len(vs))*variantBytes
 }
 
-func (c *listCache) get(key []byte) ([]Variant, bool) {
+// get returns a cached list, or the epoch a reader must pass to fill.
+func (c *listCache) get(key []byte) ([]Variant, bool, uint64) {
 	if c.limit <= 0 {
-		return nil, false
+		return nil, false, 0
 	}
 	s := c.shard(string(key))
 	s.mu.RLock()
 	vs, ok := s.m[string(key)]
+	epoch := s.epoch
 	s.mu.RUnlock()
-	return vs, ok
+	return vs, ok, epoch
 }
 
-func (c *listCache) put(key string, vs []Variant, onlyIfAbsent bool) {
+// fill inserts a list read from the database, unless a writer changed the
+// shard since the reader's get.
+func (c *listCache) fill(key string, vs []Variant, epoch uint64) {
 	if c.limit <= 0 {
 		return
 	}
 	s := c.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old, ok := s.m[key]
-	if ok {
-		if onlyIfAbsent {
-			return
-		}
-		s.bytes -= cost(key, old)
-	}
-	n := cost(key, vs)
-	// Evict arbitrary entries (map order) until the new one fits: cheap, and
-	// hot lists come back on their next read.
-	for k, v := range s.m {
-		if s.bytes+n <= c.limit {
-			break
-		}
-		delete(s.m, k)
-		s.bytes -= cost(k, v)
-	}
-	if s.bytes+n > c.limit {
+	if s.epoch != epoch {
 		return
 	}
-	s.m[key] = vs
-	s.bytes += n
+	if _, ok := s.m[key]; ok {
+		return
+	}
+	s.insert(key, vs, c.limit)
 }
 
-func (c *listCache) delete(key string) {
+// take removes a list before a writer changes it and returns what was cached.
+func (c *listCache) take(key string) ([]Variant, bool) {
+	if c.limit <= 0 {
+		return nil, false
+	}
+	s := c.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.epoch++
+	old, ok := s.m[key]
+	if ok {
+		s.bytes -= cost(key, old)
+		delete(s.m, key)
+	}
+	return old, ok
+}
+
+// settle ends a writer's change: vs (when non-nil) becomes the cached list.
+func (c *listCache) settle(key string, vs []Variant) {
 	if c.limit <= 0 {
 		return
 	}
 	s := c.shard(key)
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.epoch++
+	if vs == nil {
+		return
+	}
 	if old, ok := s.m[key]; ok {
 		s.bytes -= cost(key, old)
 		delete(s.m, key)
 	}
-	s.mu.Unlock()
+	s.insert(key, vs, c.limit)
+}
+
+// insert evicts arbitrary entries (map order) until vs fits: cheap, and hot
+// lists come back on their next read.
+func (s *cacheShard) insert(key string, vs []Variant, limit int64) {
+	n := cost(key, vs)
+	for k, v := range s.m {
+		if s.bytes+n <= limit {
+			break
+		}
+		delete(s.m, k)
+		s.bytes -= cost(k, v)
+	}
+	if s.bytes+n > limit {
+		return
+	}
+	s.m[key] = vs
+	s.bytes += n
 }
 
 // interner shares the few distinct crate, target and profile strings among

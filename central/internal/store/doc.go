@@ -10,12 +10,15 @@
 //	0x01 "seed/" sha256                       -> seed import marker (import time)
 //	0x01 "artifacts"                          -> uint64 count of artifact records
 //	0x02 key[32]                              -> artifact record (crate, cost, size, recency, dims)
-//	0x03 lp(crate)                            -> crate summary: most recent variants, newest first
+//	0x03 lp(crate) inv(ms) key[32]            -> crate index: one entry per built variant (cost, size, dims)
 //	0x04 lp(crate) key[32]                    -> key-cache index: every known key of a crate
-//	0x05 lp(namespace) lp(name@version)       -> dep index: most recent keys seen with that lock dep
+//	0x05 lp(ns) lp(name@version) inv(ms) key[32] -> dep index: keys built with that lock dep (crate, cost, size, dims)
 //	0x06 lp(client_record_id)                 -> build timeline: unit count, then the zstd body as received
 //
 // lp(s) is a one-byte length followed by s (strings longer than 255 bytes are
 // rejected before they reach the store). Cache keys are stored as their 32 raw
-// bytes. Integers in values are unsigned varints.
+// bytes. inv(ms) is the bitwise NOT of the build time in milliseconds,
+// big-endian, so a prefix scan yields the newest variants first and an ingest
+// writes one small entry per artifact instead of rewriting a list. Integers in
+// values are unsigned varints.
 package store

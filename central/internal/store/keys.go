@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -63,8 +64,29 @@ func artifactKey(k rawKey) []byte {
 	return append([]byte{prefixArtifact}, k[:]...)
 }
 
-func summaryKey(crate string) ([]byte, error) {
+// crateIndexPrefix is where a crate's built variants are listed, newest
+// first: each entry's key ends with the inverted build time and the cache key.
+func crateIndexPrefix(crate string) ([]byte, error) {
 	return appendLP([]byte{prefixSummary}, crate)
+}
+
+// appendRecent appends the inverted time (so newer sorts first) and the key.
+func appendRecent(prefix []byte, atMs int64, k rawKey) []byte {
+	b := make([]byte, 0, len(prefix)+8+len(k))
+	b = append(b, prefix...)
+	b = binary.BigEndian.AppendUint64(b, ^uint64(atMs))
+	return append(b, k[:]...)
+}
+
+// parseRecent reads the time and key from the end of an index key.
+func parseRecent(key []byte) (int64, rawKey, bool) {
+	var k rawKey
+	if len(key) < 8+len(k) {
+		return 0, k, false
+	}
+	tail := key[len(key)-8-len(k):]
+	copy(k[:], tail[8:])
+	return int64(^binary.BigEndian.Uint64(tail[:8])), k, true
 }
 
 func crateKeyPrefix(crate string) ([]byte, error) {
@@ -79,7 +101,9 @@ func crateKeyKey(crate string, k rawKey) ([]byte, error) {
 	return append(b, k[:]...), nil
 }
 
-func depKey(namespace, dep string) ([]byte, error) {
+// depIndexPrefix is where the keys built with a lock dep are listed, newest
+// first, like crateIndexPrefix.
+func depIndexPrefix(namespace, dep string) ([]byte, error) {
 	b, err := appendLP([]byte{prefixDep}, namespace)
 	if err != nil {
 		return nil, err

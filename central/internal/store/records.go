@@ -114,105 +114,69 @@ func (d *decoder) variantBody(v *Variant) {
 	v.Profile = d.str()
 }
 
-// encodeArtifact: lp(crate) body.
-func encodeArtifact(v *Variant) []byte {
-	b, _ := appendLP(make([]byte, 0, 64), v.CrateName)
-	return appendVariantBody(b, v)
+// record is an artifact record: what is known of a key, plus where its crate
+// index entry sits.
+type record struct {
+	Variant
+	// builtAtMs is the time of its crate index entry; 0 if never built.
+	builtAtMs int64
 }
 
-func decodeArtifact(key rawKey, b []byte) (Variant, error) {
+// encodeArtifact: lp(crate) body builtAt.
+func encodeArtifact(r *record) []byte {
+	b, _ := appendLP(make([]byte, 0, 64), r.CrateName)
+	b = appendVariantBody(b, &r.Variant)
+	return binary.AppendUvarint(b, uint64(r.builtAtMs))
+}
+
+func decodeArtifact(key rawKey, b []byte) (record, error) {
 	d := decoder{b: b}
-	v := Variant{CacheKey: key.String()}
-	v.CrateName = d.str()
-	d.variantBody(&v)
-	if d.err != nil {
-		return Variant{}, fmt.Errorf("decode artifact %s: %w", v.CacheKey, d.err)
+	r := record{Variant: Variant{CacheKey: key.String()}}
+	r.CrateName = d.str()
+	d.variantBody(&r.Variant)
+	if d.err == nil && len(d.b) > 0 {
+		r.builtAtMs = int64(d.uvarint())
 	}
-	return v, nil
+	if d.err != nil {
+		return record{}, fmt.Errorf("decode artifact %s: %w", r.CacheKey, d.err)
+	}
+	return r, nil
 }
 
-// List entry flags beyond flagBuilt: a field equal to the previous entry's
-// (or, for the first entry, empty) is not written. Lists hold one crate and
-// one or two targets and profiles, so most entries carry none of them.
-const (
-	flagNewCrate   byte = 1 << 1
-	flagNewTarget  byte = 1 << 2
-	flagNewProfile byte = 1 << 3
-)
-
-// encodeList writes a variant list compactly: count, then per entry key32,
-// cost, size, last seen, seen count, flags, and only the names that changed
-// from the previous entry. First-seen times live in artifact records only.
-func encodeList(vs []Variant) []byte {
-	b := binary.AppendUvarint(make([]byte, 0, 8+len(vs)*48), uint64(len(vs)))
-	var crate, target, profile string
-	for i := range vs {
-		v := &vs[i]
-		k, _ := parseCacheKey(v.CacheKey)
-		b = append(b, k[:]...)
-		b = binary.AppendUvarint(b, v.CompileTimeMs)
-		b = binary.AppendUvarint(b, v.SizeBytes)
-		b = binary.AppendUvarint(b, uint64(v.LastSeenMs))
-		b = binary.AppendUvarint(b, uint64(v.Seen))
-		var flags byte
-		if v.Built {
-			flags |= flagBuilt
-		}
-		if v.CrateName != crate {
-			flags |= flagNewCrate
-		}
-		if v.Target != target {
-			flags |= flagNewTarget
-		}
-		if v.Profile != profile {
-			flags |= flagNewProfile
-		}
-		b = append(b, flags)
-		if flags&flagNewCrate != 0 {
-			b, _ = appendLP(b, v.CrateName)
-		}
-		if flags&flagNewTarget != 0 {
-			b, _ = appendLP(b, v.Target)
-		}
-		if flags&flagNewProfile != 0 {
-			b, _ = appendLP(b, v.Profile)
-		}
-		crate, target, profile = v.CrateName, v.Target, v.Profile
+// encodeEntry is the value of a crate or dep index entry: [lp(crate)] cost,
+// size, seen, flags, lp(target), lp(profile). The time and key are in the
+// entry's key.
+func encodeEntry(v *Variant, withCrate bool) []byte {
+	b := make([]byte, 0, 48)
+	if withCrate {
+		b, _ = appendLP(b, v.CrateName)
 	}
+	b = binary.AppendUvarint(b, v.CompileTimeMs)
+	b = binary.AppendUvarint(b, v.SizeBytes)
+	b = binary.AppendUvarint(b, uint64(v.Seen))
+	var flags byte
+	if v.Built {
+		flags |= flagBuilt
+	}
+	b = append(b, flags)
+	b, _ = appendLP(b, v.Target)
+	b, _ = appendLP(b, v.Profile)
 	return b
 }
 
-func decodeList(b []byte, names *interner) ([]Variant, error) {
+func decodeEntry(b []byte, v *Variant, withCrate bool, names *interner) error {
 	d := decoder{b: b, names: names}
-	n := d.uvarint()
-	if d.err == nil && n > uint64(len(b)) {
-		return nil, fmt.Errorf("decode variant list: %w: count %d", errKeyEncoding, n)
+	if withCrate {
+		v.CrateName = d.str()
 	}
-	vs := make([]Variant, 0, n)
-	var crate, target, profile string
-	for i := uint64(0); i < n && d.err == nil; i++ {
-		k := d.key()
-		v := Variant{CacheKey: k.String()}
-		v.CompileTimeMs = d.uvarint()
-		v.SizeBytes = d.uvarint()
-		v.LastSeenMs = int64(d.uvarint())
-		v.Seen = uint32(d.uvarint())
-		flags := d.byte()
-		v.Built = flags&flagBuilt != 0
-		if flags&flagNewCrate != 0 {
-			crate = d.str()
-		}
-		if flags&flagNewTarget != 0 {
-			target = d.str()
-		}
-		if flags&flagNewProfile != 0 {
-			profile = d.str()
-		}
-		v.CrateName, v.Target, v.Profile = crate, target, profile
-		vs = append(vs, v)
-	}
+	v.CompileTimeMs = d.uvarint()
+	v.SizeBytes = d.uvarint()
+	v.Seen = uint32(d.uvarint())
+	v.Built = d.byte()&flagBuilt != 0
+	v.Target = d.str()
+	v.Profile = d.str()
 	if d.err != nil {
-		return nil, fmt.Errorf("decode variant list: %w", d.err)
+		return fmt.Errorf("decode index entry: %w", d.err)
 	}
-	return vs, nil
+	return nil
 }

@@ -309,40 +309,44 @@ func TestCachedAndStoredListsAgree(t *testing.T) {
 
 func TestCodecRoundTrip(t *testing.T) {
 	vs := []Variant{
-		{CacheKey: hexKey(1), CrateName: "serde", CompileTimeMs: 1 << 40, SizeBytes: 3, FirstSeenMs: 1, LastSeenMs: 1 << 41, Seen: 7, Target: "x86_64-unknown-linux-gnu", Profile: "release", Built: true},
+		{CacheKey: hexKey(1), CrateName: "serde", CompileTimeMs: 1 << 40, SizeBytes: 3, Seen: 7, Target: "x86_64-unknown-linux-gnu", Profile: "release", Built: true},
 		{CacheKey: hexKey(2), CrateName: "a"},
-		{CacheKey: hexKey(3), CrateName: "a", Target: "t", Profile: "release"},
-		{CacheKey: hexKey(4), CrateName: "a", Target: "t", Profile: "release", Seen: 2},
 	}
-	got, err := decodeList(encodeList(vs), nil)
-	if err != nil {
-		t.Fatal(err)
+	for _, v := range vs {
+		for _, withCrate := range []bool{false, true} {
+			got := Variant{CacheKey: v.CacheKey}
+			if !withCrate {
+				got.CrateName = v.CrateName
+			}
+			if err := decodeEntry(encodeEntry(&v, withCrate), &got, withCrate, nil); err != nil || got != v {
+				t.Fatalf("entry round trip (crate %v): %+v %v", withCrate, got, err)
+			}
+		}
+		k, _ := parseCacheKey(v.CacheKey)
+		r := record{Variant: v, builtAtMs: 42}
+		r.FirstSeenMs, r.LastSeenMs = 5, 6
+		got, err := decodeArtifact(k, encodeArtifact(&r))
+		if err != nil || got != r {
+			t.Fatalf("artifact round trip: %+v %v", got, err)
+		}
 	}
-	inList := slices.Clone(vs)
-	for i := range inList {
-		inList[i].FirstSeenMs = 0 // kept in artifact records only
-	}
-	if !slices.Equal(got, inList) {
-		t.Fatalf("list round trip:\n%+v\n%+v", got, vs)
-	}
-	k, _ := parseCacheKey(vs[0].CacheKey)
-	a, err := decodeArtifact(k, encodeArtifact(&vs[0]))
-	if err != nil || a != vs[0] {
-		t.Fatalf("artifact round trip: %+v %v", a, err)
+	at, k, ok := parseRecent(appendRecent([]byte{prefixSummary, 1, 'a'}, 1234, rawKey{7}))
+	if !ok || at != 1234 || k != (rawKey{7}) {
+		t.Fatalf("recent key: %d %v %v", at, k, ok)
 	}
 }
 
-func FuzzDecodeList(f *testing.F) {
-	f.Add(encodeList([]Variant{{CacheKey: hexKey(1), CrateName: "serde", Target: "t"}}))
+func FuzzDecodeEntry(f *testing.F) {
+	f.Add(encodeEntry(&Variant{CrateName: "serde", Target: "t", CompileTimeMs: 9}, true))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		vs, err := decodeList(b, nil)
-		if err != nil {
+		var v Variant
+		if err := decodeEntry(b, &v, true, nil); err != nil {
 			return
 		}
-		again, err := decodeList(encodeList(vs), nil)
-		if err != nil || !slices.Equal(again, vs) {
-			t.Fatalf("re-encoding changed the list: %v", err)
+		var again Variant
+		if err := decodeEntry(encodeEntry(&v, true), &again, true, nil); err != nil || again != v {
+			t.Fatalf("re-encoding changed the entry: %+v %+v %v", v, again, err)
 		}
 	})
 }
@@ -351,7 +355,7 @@ func FuzzKeyCodecs(f *testing.F) {
 	f.Add("ns", "serde@1.0.0")
 	f.Add("", "")
 	f.Fuzz(func(t *testing.T, ns, dep string) {
-		k, err := depKey(ns, dep)
+		k, err := depIndexPrefix(ns, dep)
 		if len(ns) > 255 || len(dep) > 255 {
 			if err == nil {
 				t.Fatal("over-long string accepted")

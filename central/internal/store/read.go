@@ -1,0 +1,66 @@
+package store
+
+import (
+	"fmt"
+
+	"github.com/syndtr/goleveldb/leveldb/util"
+)
+
+// Variants returns the crate's most recent built variants, newest first (at
+// most Options.VariantsPerCrate). An unknown crate yields none and no error.
+// The slice is shared with the store's cache: callers must not modify it.
+func (s *Store) Variants(crate string) ([]Variant, error) {
+	prefix, err := crateIndexPrefix(crate)
+	if err != nil {
+		return nil, nil
+	}
+	return s.readIndex(prefix, s.opts.VariantsPerCrate, false)
+}
+
+// DepVariants returns the keys most recently built with a lock dep
+// ("name@version") in a namespace, newest first (at most Options.KeysPerDep).
+// The slice is shared: callers must not modify it.
+func (s *Store) DepVariants(namespace, dep string) ([]Variant, error) {
+	prefix, err := depIndexPrefix(namespace, dep)
+	if err != nil {
+		return nil, nil
+	}
+	return s.readIndex(prefix, s.opts.KeysPerDep, true)
+}
+
+// readIndex returns the first limit distinct keys under an index prefix,
+// through the cache. Dep indexes can hold a stale older entry for a key that
+// was rebuilt without that dep; keys are deduplicated, newest kept.
+func (s *Store) readIndex(prefix []byte, limit int, withCrate bool) ([]Variant, error) {
+	vs, ok, epoch := s.lists.get(prefix)
+	if ok {
+		return vs, nil
+	}
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	it := s.db.NewIterator(util.BytesPrefix(prefix), nil)
+	defer it.Release()
+	vs = []Variant{}
+	seen := make(map[rawKey]bool, limit)
+	for scanned := 0; it.Next() && len(vs) < limit && scanned < 8*limit; scanned++ {
+		at, k, ok := parseRecent(it.Key())
+		if !ok || seen[k] {
+			continue
+		}
+		seen[k] = true
+		v := Variant{CacheKey: k.String(), LastSeenMs: at}
+		if !withCrate {
+			v.CrateName = s.names.intern(it.Key()[2 : 2+int(it.Key()[1])])
+		}
+		if err := decodeEntry(it.Value(), &v, withCrate, s.names); err != nil {
+			return nil, err
+		}
+		vs = append(vs, v)
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("read index: %w", err)
+	}
+	s.lists.fill(string(prefix), vs, epoch)
+	return vs, nil
+}

@@ -1,0 +1,304 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/syndtr/goleveldb/leveldb"
+)
+
+// Artifact observations and their links, applied atomically by Apply.
+type (
+	// Observation is everything one ingest learned.
+	Observation struct {
+		// AtMs is when the artifacts were seen (the manifest's creation time).
+		AtMs      int64
+		Artifacts []Artifact
+		DepLinks  []DepLink
+		// SeedDigest, when set, marks a seed file as imported in the same batch.
+		SeedDigest string
+	}
+	// Artifact is one cache key seen.
+	Artifact struct {
+		CacheKey      string
+		CrateName     string
+		CompileTimeMs uint64
+		SizeBytes     uint64
+		Target        string
+		Profile       string
+		// SeenAtMs overrides the observation's AtMs (0 = use AtMs).
+		SeenAtMs int64
+		// ListedOnly: known to exist, not known to have been built.
+		ListedOnly bool
+	}
+	// DepLink says an artifact was built with a lock dep in a namespace.
+	DepLink struct {
+		Namespace string
+		Dep       string
+		Artifact  int
+	}
+	// ApplyResult counts what an Apply stored.
+	ApplyResult struct {
+		Stored int
+		New    int
+	}
+)
+
+// Apply writes an observation in one synced batch: all of it or none.
+func (s *Store) Apply(obs Observation) (ApplyResult, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.closed.Load() {
+		return ApplyResult{}, ErrClosed
+	}
+	w, err := s.prepare(obs)
+	if err != nil {
+		return ApplyResult{}, err
+	}
+	if err := s.commit(w); err != nil {
+		return ApplyResult{}, err
+	}
+	return w.result, nil
+}
+
+// writeSet accumulates one batch and what it changes.
+type writeSet struct {
+	batch   leveldb.Batch
+	result  ApplyResult
+	records map[rawKey]*record
+	// prevBuilt is each record's index time before this batch; dep entries
+	// written then move from there.
+	prevBuilt map[rawKey]int64
+	newKeys   []rawKey
+	// crates and deps hold the index entries written, by index prefix, to
+	// update cached lists after the write.
+	crates map[string][]Variant
+	deps   map[string][]Variant
+}
+
+func (s *Store) prepare(obs Observation) (*writeSet, error) {
+	w := &writeSet{
+		records:   make(map[rawKey]*record, len(obs.Artifacts)),
+		prevBuilt: make(map[rawKey]int64, len(obs.Artifacts)),
+		crates:    make(map[string][]Variant),
+		deps:      make(map[string][]Variant),
+	}
+	at := obs.AtMs
+	if at <= 0 {
+		at = time.Now().UnixMilli()
+	}
+	merged := make([]*record, len(obs.Artifacts))
+	for i, a := range obs.Artifacts {
+		r, err := s.mergeArtifact(w, a, at)
+		if err != nil {
+			return nil, fmt.Errorf("%w: entry %d: %w", ErrInvalid, i, err)
+		}
+		merged[i] = r
+	}
+	for _, l := range obs.DepLinks {
+		if l.Artifact < 0 || l.Artifact >= len(merged) {
+			return nil, fmt.Errorf("%w: dep link to entry %d of %d", ErrInvalid, l.Artifact, len(merged))
+		}
+		if err := s.linkDep(w, l, merged[l.Artifact]); err != nil {
+			return nil, err
+		}
+	}
+	for k, r := range w.records {
+		w.batch.Put(artifactKey(k), encodeArtifact(r))
+	}
+	if w.result.New > 0 {
+		var c [8]byte
+		binary.BigEndian.PutUint64(c[:], s.artifacts.Load()+uint64(w.result.New))
+		w.batch.Put(keyArtifactCount, c[:])
+	}
+	if obs.SeedDigest != "" {
+		var t [8]byte
+		binary.BigEndian.PutUint64(t[:], uint64(at))
+		w.batch.Put(seedKey(obs.SeedDigest), t[:])
+	}
+	return w, nil
+}
+
+func (s *Store) loadRecord(w *writeSet, k rawKey, a *Artifact, seen int64) (*record, error) {
+	if r, ok := w.records[k]; ok {
+		return r, nil
+	}
+	err := ErrNotFound
+	var b []byte
+	if s.known.mayContain(&k) {
+		b, err = s.get(artifactKey(k))
+	}
+	var r record
+	switch {
+	case errors.Is(err, ErrNotFound):
+		r = record{Variant: Variant{CacheKey: a.CacheKey, CrateName: s.names.intern([]byte(a.CrateName)), FirstSeenMs: seen}}
+		w.result.New++
+		w.newKeys = append(w.newKeys, k)
+		ck, _ := crateKeyKey(a.CrateName, k)
+		w.batch.Put(ck, nil)
+	case err != nil:
+		return nil, err
+	default:
+		if r, err = decodeArtifact(k, b); err != nil {
+			return nil, err
+		}
+	}
+	w.records[k] = &r
+	w.prevBuilt[k] = r.builtAtMs
+	return &r, nil
+}
+
+func (s *Store) mergeArtifact(w *writeSet, a Artifact, at int64) (*record, error) {
+	k, err := parseCacheKey(a.CacheKey)
+	if err != nil {
+		return nil, err
+	}
+	for _, str := range []string{a.CrateName, a.Target, a.Profile} {
+		if len(str) > 255 {
+			return nil, fmt.Errorf("%w: name of %d bytes", errKeyEncoding, len(str))
+		}
+	}
+	if a.CrateName == "" {
+		return nil, fmt.Errorf("%w: empty crate name", errKeyEncoding)
+	}
+	seen := a.SeenAtMs
+	if seen <= 0 {
+		seen = at
+	}
+	r, err := s.loadRecord(w, k, &a, seen)
+	if err != nil {
+		return nil, err
+	}
+	w.result.Stored++
+	if r.CrateName != a.CrateName {
+		// A key names one crate; a conflicting observation keeps the first
+		// name rather than splitting the key across two crates.
+		return r, nil
+	}
+	// The newest known cost and size win: builds change, and the latest
+	// figure is the best estimate of the next one.
+	if a.CompileTimeMs != 0 && (seen >= r.LastSeenMs || r.CompileTimeMs == 0) {
+		r.CompileTimeMs = a.CompileTimeMs
+	}
+	if a.SizeBytes != 0 && (seen >= r.LastSeenMs || r.SizeBytes == 0) {
+		r.SizeBytes = a.SizeBytes
+	}
+	if a.Target != "" {
+		r.Target = s.names.intern([]byte(a.Target))
+	}
+	if a.Profile != "" {
+		r.Profile = s.names.intern([]byte(a.Profile))
+	}
+	r.LastSeenMs = max(r.LastSeenMs, seen)
+	r.FirstSeenMs = min(r.FirstSeenMs, seen)
+	if a.ListedOnly {
+		return r, nil
+	}
+	r.Built = true
+	r.Seen++
+	prefix, err := crateIndexPrefix(r.CrateName)
+	if err != nil {
+		return nil, err
+	}
+	if r.builtAtMs != 0 && r.builtAtMs != r.LastSeenMs {
+		w.batch.Delete(appendRecent(prefix, r.builtAtMs, k))
+	}
+	w.batch.Put(appendRecent(prefix, r.LastSeenMs, k), encodeEntry(&r.Variant, false))
+	r.builtAtMs = r.LastSeenMs
+	w.crates[string(prefix)] = append(w.crates[string(prefix)], listEntry(r))
+	return r, nil
+}
+
+func (s *Store) linkDep(w *writeSet, l DepLink, r *record) error {
+	prefix, err := depIndexPrefix(l.Namespace, l.Dep)
+	if err != nil {
+		return fmt.Errorf("%w: dep %q: %w", ErrInvalid, l.Dep, err)
+	}
+	k, _ := parseCacheKey(r.CacheKey)
+	if prev := w.prevBuilt[k]; prev != 0 && prev != r.LastSeenMs {
+		w.batch.Delete(appendRecent(prefix, prev, k))
+	}
+	w.batch.Put(appendRecent(prefix, r.LastSeenMs, k), encodeEntry(&r.Variant, true))
+	w.deps[string(prefix)] = append(w.deps[string(prefix)], listEntry(r))
+	return nil
+}
+
+// listEntry is a record as an index read returns it.
+func listEntry(r *record) Variant {
+	v := r.Variant
+	v.FirstSeenMs = 0 // index entries do not store it; cached and read lists must agree
+	return v
+}
+
+func (s *Store) commit(w *writeSet) error {
+	if w.batch.Len() == 0 {
+		return nil
+	}
+	type change struct {
+		prefix  string
+		written []Variant
+		old     []Variant
+		cached  bool
+		limit   int
+	}
+	changes := make([]change, 0, len(w.crates)+len(w.deps))
+	for p, vs := range w.crates {
+		changes = append(changes, change{prefix: p, written: vs, limit: s.opts.VariantsPerCrate})
+	}
+	for p, vs := range w.deps {
+		changes = append(changes, change{prefix: p, written: vs, limit: s.opts.KeysPerDep})
+	}
+	for i := range changes {
+		changes[i].old, changes[i].cached = s.lists.take(changes[i].prefix)
+	}
+	err := s.db.Write(&w.batch, s.wo)
+	for _, c := range changes {
+		var updated []Variant
+		if err == nil && c.cached {
+			updated = append(make([]Variant, 0, len(c.old)+len(c.written)), c.old...)
+			for _, v := range c.written {
+				updated = upsertRecent(updated, v, c.limit)
+			}
+			updated = slices.Clip(updated)
+		}
+		s.lists.settle(c.prefix, updated)
+	}
+	if err != nil {
+		return fmt.Errorf("write batch: %w", err)
+	}
+	for i := range w.newKeys {
+		s.known.add(&w.newKeys[i])
+	}
+	s.artifacts.Add(uint64(w.result.New))
+	s.generation.Add(1)
+	if s.known.full() {
+		return s.rebuildFilter(4 * int(s.artifacts.Load()))
+	}
+	return nil
+}
+
+// upsertRecent replaces or inserts v, keeps the list newest first (ties by
+// key, the index order) and caps it.
+func upsertRecent(vs []Variant, v Variant, limit int) []Variant {
+	vs = slices.DeleteFunc(vs, func(o Variant) bool { return o.CacheKey == v.CacheKey })
+	i, _ := slices.BinarySearchFunc(vs, v, cmpRecent)
+	vs = slices.Insert(vs, i, v)
+	if len(vs) > limit {
+		vs = vs[:limit]
+	}
+	return vs
+}
+
+func cmpRecent(a, b Variant) int {
+	if a.LastSeenMs != b.LastSeenMs {
+		if a.LastSeenMs > b.LastSeenMs {
+			return -1
+		}
+		return 1
+	}
+	return bytes.Compare([]byte(a.CacheKey), []byte(b.CacheKey))
+}
