@@ -20,8 +20,13 @@ func (d LockDep) MarshalJSON() ([]byte, error) {
 	return json.Marshal([2]string{d.Name, d.Version})
 }
 
-// UnmarshalJSON reads exactly a 2-element array of strings.
+// UnmarshalJSON reads exactly a 2-element array of strings. Intents carry
+// hundreds of deps, so the common shape without escapes is read directly.
 func (d *LockDep) UnmarshalJSON(b []byte) error {
+	if name, version, ok := plainPair(b); ok {
+		d.Name, d.Version = name, version
+		return nil
+	}
 	var v []string
 	if err := json.Unmarshal(b, &v); err != nil {
 		return fmt.Errorf("decode lock dep: %w", err)
@@ -72,4 +77,53 @@ type RunnerContext struct {
 	RunnerArch string            `json:"runner_arch,omitempty"`
 	RunnerPool string            `json:"runner_pool,omitempty"`
 	Labels     map[string]string `json:"labels,omitempty"`
+}
+
+// plainPair reads `["name","version"]` (whitespace allowed) when neither
+// string has an escape or a control character; anything else is left to
+// encoding/json. encoding/json has already checked that b is valid JSON.
+func plainPair(b []byte) (string, string, bool) {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '[' {
+		return "", "", false
+	}
+	first, i, ok := plainString(b, skipSpace(b, i+1))
+	if !ok {
+		return "", "", false
+	}
+	i = skipSpace(b, i)
+	if i >= len(b) || b[i] != ',' {
+		return "", "", false
+	}
+	second, i, ok := plainString(b, skipSpace(b, i+1))
+	if !ok {
+		return "", "", false
+	}
+	i = skipSpace(b, i)
+	if i >= len(b) || b[i] != ']' || skipSpace(b, i+1) != len(b) {
+		return "", "", false
+	}
+	return first, second, true
+}
+
+func plainString(b []byte, i int) (string, int, bool) {
+	if i >= len(b) || b[i] != '"' {
+		return "", i, false
+	}
+	for j := i + 1; j < len(b); j++ {
+		switch c := b[j]; {
+		case c == '"':
+			return string(b[i+1 : j]), j + 1, true
+		case c == '\\' || c < 0x20 || c >= 0x80:
+			return "", i, false // escapes and non-ASCII: encoding/json's rules apply
+		}
+	}
+	return "", i, false
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
 }

@@ -222,3 +222,28 @@ func BenchmarkPlanAppendJSON(b *testing.B) {
 		}
 	})
 }
+
+// The fast path for lock deps must agree with encoding/json on every input.
+func FuzzLockDep(f *testing.F) {
+	for _, s := range []string{`["serde","1.0.0"]`, ` [ "a" , "b" ] `, `["a\u0041","b"]`, `["é","1"]`, `["a","b","c"]`, `["a"]`, `[1,"b"]`, `["a\"","b"]`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if !json.Valid([]byte(s)) {
+			return
+		}
+		var fast LockDep
+		fastErr := fast.UnmarshalJSON([]byte(s))
+		var v []string
+		slowErr := json.Unmarshal([]byte(s), &v)
+		if slowErr == nil && len(v) != 2 {
+			slowErr = errors.New("not a pair")
+		}
+		if (fastErr == nil) != (slowErr == nil) {
+			t.Fatalf("%q: fast err %v, slow err %v", s, fastErr, slowErr)
+		}
+		if fastErr == nil && (fast.Name != v[0] || fast.Version != v[1]) {
+			t.Fatalf("%q: fast %+v, slow %v", s, fast, v)
+		}
+	})
+}

@@ -184,19 +184,64 @@ func sortByDemand(rows []wire.PrefetchCandidate, demand map[string]uint32, enabl
 	if !enabled {
 		return
 	}
-	slices.SortStableFunc(rows, func(a, b wire.PrefetchCandidate) int {
-		da, oka := demand[a.CrateName]
-		db, okb := demand[b.CrateName]
-		switch {
-		case oka && okb:
-			return cmpUint(da, db)
-		case oka:
-			return -1
-		case okb:
-			return 1
+	permute(rows, func(c *wire.PrefetchCandidate) (uint64, uint64) {
+		d, ok := demand[c.CrateName]
+		if !ok {
+			return 1 << 32, 0
 		}
-		return 0
+		return uint64(d), 0
 	})
+}
+
+// sortKey is a precomputed two-word key plus the original position, so a
+// plain (unstable) sort of 24-byte keys gives a stable order without moving
+// candidates around in every comparison.
+type sortKey struct {
+	hi, lo uint64
+	pos    int
+}
+
+// permute stable-sorts cands by key (hi, then lo, ascending).
+func permute(cands []wire.PrefetchCandidate, key func(*wire.PrefetchCandidate) (uint64, uint64)) {
+	if len(cands) < 2 {
+		return
+	}
+	keys := make([]sortKey, len(cands))
+	sorted := true
+	for i := range cands {
+		hi, lo := key(&cands[i])
+		keys[i] = sortKey{hi, lo, i}
+		if i > 0 && (keys[i-1].hi > hi || keys[i-1].hi == hi && keys[i-1].lo > lo) {
+			sorted = false
+		}
+	}
+	if sorted {
+		return
+	}
+	slices.SortFunc(keys, func(a, b sortKey) int {
+		switch {
+		case a.hi != b.hi:
+			return cmpUint64(a.hi, b.hi)
+		case a.lo != b.lo:
+			return cmpUint64(a.lo, b.lo)
+		}
+		return a.pos - b.pos
+	})
+	out := make([]wire.PrefetchCandidate, len(cands))
+	for i, k := range keys {
+		out[i] = cands[k.pos]
+	}
+	copy(cands, out)
+}
+
+func cmpUint64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 // stampDemand overwrites every candidate's demand index with its crate's
@@ -249,10 +294,11 @@ func (k DispatchKey) Compare(o DispatchKey) int {
 }
 
 // SortForDispatch stable-sorts candidates into the order the client downloads
-// them; the client never re-sorts.
+// them (the order of DispatchKey.Compare); the client never re-sorts.
 func SortForDispatch(cands []wire.PrefetchCandidate) {
-	slices.SortStableFunc(cands, func(a, b wire.PrefetchCandidate) int {
-		return KeyOf(&a).Compare(KeyOf(&b))
+	permute(cands, func(c *wire.PrefetchCandidate) (uint64, uint64) {
+		k := KeyOf(c)
+		return uint64(k.Bucket)<<2 | uint64(k.Rank), ^k.Cost
 	})
 }
 

@@ -3,6 +3,7 @@ package planner
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 
@@ -251,5 +252,25 @@ func TestSortForDispatchStable(t *testing.T) {
 	SortForDispatch(cs)
 	if got := keys(cs); !slices.Equal(got, []string{"first", "second", "late"}) {
 		t.Fatalf("order %v", got)
+	}
+}
+
+// SortForDispatch agrees with a stable sort by DispatchKey.Compare on random
+// candidates (the fast path sorts precomputed keys).
+func TestSortForDispatchMatchesCompare(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	srcs := []wire.Source{wire.SourceShard, wire.SourceHistory, wire.SourceKeyCache, wire.SourceUnknown}
+	for round := range 200 {
+		cs := make([]wire.PrefetchCandidate, r.IntN(60))
+		for i := range cs {
+			cs[i] = dc(srcs[r.IntN(4)], uint64(r.IntN(4))*1000, r.IntN(70)-5)
+			cs[i].CacheKey = fmt.Sprint(i)
+		}
+		want := slices.Clone(cs)
+		slices.SortStableFunc(want, func(a, b wire.PrefetchCandidate) int { return KeyOf(&a).Compare(KeyOf(&b)) })
+		SortForDispatch(cs)
+		if !slices.Equal(keys(cs), keys(want)) {
+			t.Fatalf("round %d: %v, want %v", round, keys(cs), keys(want))
+		}
 	}
 }
