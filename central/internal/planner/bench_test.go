@@ -74,3 +74,27 @@ func BenchmarkApply1000(b *testing.B) {
 		bi++
 	}
 }
+
+// BenchmarkIngestGrowing applies b.N 1000-entry manifests to an empty
+// on-disk database (as the service ingests), so compaction costs show.
+func BenchmarkIngestGrowing(b *testing.B) {
+	st, err := store.Open(b.TempDir(), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	bi := 0
+	for b.Loop() {
+		obs := store.Observation{AtMs: int64(1000 + bi)}
+		for i := range 1000 {
+			c := (bi*1000 + i) % 20000
+			obs.Artifacts = append(obs.Artifacts, store.Artifact{CacheKey: fmt.Sprintf("%032x%032x", bi+1, c+1), CrateName: fmt.Sprintf("crate_%05d", c), CompileTimeMs: uint64(c), SizeBytes: 1000, Target: "x86_64-unknown-linux-gnu", Profile: "debug"})
+			obs.DepLinks = append(obs.DepLinks, store.DepLink{Namespace: "bench", Dep: fmt.Sprintf("crate-%05d@1.0.%d", c, bi/100), Artifact: i})
+		}
+		if _, err := st.Apply(obs); err != nil {
+			b.Fatal(err)
+		}
+		bi++
+	}
+	b.ReportMetric(float64(b.N*1000)/b.Elapsed().Seconds(), "entries/s")
+}

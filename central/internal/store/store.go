@@ -85,6 +85,9 @@ func levelOptions(o Options) *opt.Options {
 		BlockCacheCapacity: o.CacheMB * opt.MiB,
 		WriteBuffer:        4 * opt.MiB,
 		Filter:             filter.NewBloomFilter(10),
+		// Reads must not trigger compactions: ingest reads records of keys it
+		// may know, and goleveldb's seek compaction turns those into writes.
+		DisableSeeksCompaction: true,
 		// Keys and lists are mostly random hash bytes: compression costs
 		// compaction CPU and saves little.
 		Compression:            opt.NoCompression,
