@@ -15,10 +15,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxevent"
+	"k8s.io/klog/v2"
 
 	"github.com/kache-planner/kache-planner/central/internal/api"
 	"github.com/kache-planner/kache-planner/central/internal/config"
 	"github.com/kache-planner/kache-planner/central/internal/ingest"
+	"github.com/kache-planner/kache-planner/central/internal/leader"
 	"github.com/kache-planner/kache-planner/central/internal/metrics"
 	"github.com/kache-planner/kache-planner/central/internal/planner"
 	"github.com/kache-planner/kache-planner/central/internal/readiness"
@@ -47,7 +49,7 @@ func opts(cfg config.Config, log *slog.Logger) fx.Option {
 			newPlanner,
 			newServer,
 		),
-		fx.Invoke(start, startPprof),
+		fx.Invoke(start, startElection, startPprof),
 	)
 }
 
@@ -125,9 +127,6 @@ func newServer(cfg config.Config, p *planner.Planner, ing *ingest.Service, ready
 // imported before the listener binds, then ready.
 func start(lc fx.Lifecycle, cfg config.Config, log *slog.Logger, ing *ingest.Service, ready *readiness.Flag,
 	srv *api.Server, sd fx.Shutdowner) error {
-	if cfg.HAEnabled {
-		return fmt.Errorf("--ha-enabled: leader election is not available in this build yet; run one replica without it")
-	}
 	log.Info("starting kache-service", "version", buildinfo.Resolve(buildinfo.Version), "config", cfg)
 	lc.Append(fx.StartHook(func() error {
 		if cfg.SeedStateFile == "" {
@@ -146,9 +145,12 @@ func start(lc fx.Lifecycle, cfg config.Config, log *slog.Logger, ing *ingest.Ser
 	}))
 	lc.Append(fx.Hook{
 		OnStart: func(ctx context.Context) error {
-			// Ready before the listener binds, as in kache's non-HA serve():
-			// the database is open and seeded, so no request sees a 503.
-			ready.Set(true)
+			// Without HA, ready before the listener binds, as in kache's
+			// serve(): the database is open and seeded, so no request sees a
+			// 503. With HA, the Lease decides.
+			if !cfg.HAEnabled {
+				ready.Set(true)
+			}
 			return srv.Start(ctx, func(err error) {
 				log.Error("http server failed", "error", err)
 				_ = sd.Shutdown(fx.ExitCode(1))
@@ -184,4 +186,31 @@ func startPprof(lc fx.Lifecycle, cfg config.Config, log *slog.Logger) {
 		},
 		OnStop: srv.Shutdown,
 	})
+}
+
+// startElection campaigns for the Lease with --ha-enabled: only the holder is
+// ready. It is registered after the server, so on stop it releases the Lease
+// first and a follower takes over while this replica drains.
+func startElection(lc fx.Lifecycle, cfg config.Config, ready *readiness.Flag, log *slog.Logger) error {
+	if !cfg.HAEnabled {
+		return nil
+	}
+	ns, err := leader.ResolveNamespace(cfg.HANamespace, os.Getenv, leader.ServiceAccountNamespaceFile)
+	if err != nil {
+		return err
+	}
+	klog.SetSlogLogger(log.With("component", "client-go"))
+	client, err := leader.KubeClient()
+	if err != nil {
+		return err
+	}
+	e, err := leader.New(leader.Config{
+		Namespace: ns, LeaseName: cfg.HALeaseName, Identity: leader.Identity(os.Getenv),
+		LeaseDuration: cfg.HALeaseDuration, RenewDeadline: cfg.HARenewDeadline, RetryPeriod: cfg.HARetryPeriod,
+	}, client, ready.Set, log.With("component", "leader"))
+	if err != nil {
+		return err
+	}
+	lc.Append(fx.StartStopHook(e.Start, e.Stop))
+	return nil
 }

@@ -23,9 +23,12 @@ type Config struct {
 	DBPath        string
 	SeedStateFile string
 
-	HAEnabled   bool
-	HANamespace string
-	HALeaseName string
+	HAEnabled       bool
+	HANamespace     string
+	HALeaseName     string
+	HALeaseDuration time.Duration
+	HARenewDeadline time.Duration
+	HARetryPeriod   time.Duration
 
 	LogLevel slog.Level
 
@@ -83,6 +86,9 @@ func Parse(args []string, lookupEnv func(string) (string, bool), out io.Writer) 
 	envs = append(envs, envFlag{"ha-enabled", "KACHE_HA_ENABLED"})
 	str(&c.HANamespace, "ha-namespace", "KACHE_HA_NAMESPACE", "", "Lease namespace (else POD_NAMESPACE, else the service-account namespace)")
 	str(&c.HALeaseName, "ha-lease-name", "KACHE_HA_LEASE_NAME", "kache-service", "Lease name")
+	dur(&c.HALeaseDuration, "ha-lease-duration", "KACHE_HA_LEASE_DURATION", 15*time.Second, "how long a Lease is valid without renewal")
+	dur(&c.HARenewDeadline, "ha-renew-deadline", "KACHE_HA_RENEW_DEADLINE", 10*time.Second, "a leader steps down when it cannot renew for this long")
+	dur(&c.HARetryPeriod, "ha-retry-period", "KACHE_HA_RETRY_PERIOD", 2*time.Second, "how often to try to acquire or renew the Lease")
 	integer(&c.MaxBodyBytes, "max-body-bytes", "KACHE_PLANNER_MAX_BODY_BYTES", 2<<20, "largest plan request body")
 	integer(&c.MaxManifestBytes, "manifest-max-bytes", "KACHE_PLANNER_MANIFEST_MAX_BYTES", 16<<20, "largest build-manifest body")
 	integer(&c.TimelineMaxCompressedBytes, "timeline-max-compressed-bytes", "KACHE_TIMELINE_MAX_COMPRESSED_BYTES", 8<<20, "largest compressed build-timeline body")
@@ -162,6 +168,9 @@ func (c Config) Validate() error {
 		if v.d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %s", v.name, v.d))
 		}
+	}
+	if c.HAEnabled && !(c.HARetryPeriod < c.HARenewDeadline && c.HARenewDeadline < c.HALeaseDuration) {
+		errs = append(errs, fmt.Errorf("want --ha-retry-period < --ha-renew-deadline < --ha-lease-duration, got %s, %s, %s", c.HARetryPeriod, c.HARenewDeadline, c.HALeaseDuration))
 	}
 	if c.PlanCacheMB < 0 {
 		errs = append(errs, fmt.Errorf("--plan-cache-mb must not be negative, got %d", c.PlanCacheMB))
