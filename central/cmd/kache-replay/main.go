@@ -39,7 +39,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	pngOut := fs.String("png", "", "chart of recall and byte precision over the history (optional)")
 	seed := fs.Uint64("seed", 1, "seed of the build model")
 	namespace := fs.String("namespace", replay.DefaultConfig(0).Namespace, `KACHE_NAMESPACE template of each job ("{target}", "{profile}", "{features}"); empty = unset`)
-	experimental := fs.Bool("experimental", false, "also score the prototype planner ranking (planner_proto)")
+	experimental := fs.Bool("experimental", false, "also score the prototype planner ranking (planner_proto) with every change")
+	protoOpts := fs.String("proto", "", "score planner_proto with only these changes: comma-separated versions,unseen,identity,toolchain")
 	quiet := fs.Bool("quiet", false, "no progress on stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	if err := fs.Parse(args); err != nil {
@@ -68,7 +69,17 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	cfg := replay.DefaultConfig(*seed)
 	cfg.Namespace = *namespace
-	cfg.Experimental = *experimental
+	switch {
+	case *protoOpts != "":
+		o, err := replay.ParseProtoOptions(*protoOpts)
+		if err != nil {
+			return err
+		}
+		cfg.Proto = &o
+	case *experimental:
+		o := replay.FullProto()
+		cfg.Proto = &o
+	}
 	cfg.Progress = func(done, total int) {
 		if done%250 == 0 || done == total {
 			log.Info("replaying", "project", t.Project, "commits", done, "of", total, "elapsed", time.Since(started).Round(time.Second))

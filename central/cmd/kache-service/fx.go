@@ -59,8 +59,12 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
-func newReadiness(m *metrics.Metrics) *readiness.Flag {
-	return readiness.New(m.SetReady)
+func newReadiness(m *metrics.Metrics, cfg config.Config) *readiness.Flag {
+	conds := []string{readiness.Started}
+	if cfg.HAEnabled {
+		conds = append(conds, readiness.Lease)
+	}
+	return readiness.New(m.SetReady, conds...)
 }
 
 // newStore opens the database; with no --db-path it uses a temporary
@@ -145,19 +149,17 @@ func start(lc fx.Lifecycle, cfg config.Config, log *slog.Logger, ing *ingest.Ser
 	}))
 	lc.Append(fx.Hook{
 		OnStart: func(ctx context.Context) error {
-			// Without HA, ready before the listener binds, as in kache's
-			// serve(): the database is open and seeded, so no request sees a
-			// 503. With HA, the Lease decides.
-			if !cfg.HAEnabled {
-				ready.Set(true)
-			}
+			// Started before the listener binds, as in kache's serve(): the
+			// database is open and seeded, so without HA no request sees a
+			// 503. With HA, the Lease condition decides.
+			ready.SetCondition(readiness.Started, true)
 			return srv.Start(ctx, func(err error) {
 				log.Error("http server failed", "error", err)
 				_ = sd.Shutdown(fx.ExitCode(1))
 			})
 		},
 		OnStop: func(ctx context.Context) error {
-			ready.Set(false)
+			ready.SetCondition(readiness.Started, false)
 			return srv.Stop(ctx)
 		},
 	})
@@ -207,7 +209,7 @@ func startElection(lc fx.Lifecycle, cfg config.Config, ready *readiness.Flag, lo
 	e, err := leader.New(leader.Config{
 		Namespace: ns, LeaseName: cfg.HALeaseName, Identity: leader.Identity(os.Getenv),
 		LeaseDuration: cfg.HALeaseDuration, RenewDeadline: cfg.HARenewDeadline, RetryPeriod: cfg.HARetryPeriod,
-	}, client, ready.Set, log.With("component", "leader"))
+	}, client, func(leading bool) { ready.SetCondition(readiness.Lease, leading) }, log.With("component", "leader"))
 	if err != nil {
 		return err
 	}

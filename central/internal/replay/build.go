@@ -66,7 +66,7 @@ func newBuild(r *runner, seq, commit, jobIndex int, g *LockGraph) *Build {
 	b := &Build{
 		Seq: seq, Commit: commit, Job: job, JobIndex: jobIndex,
 		Namespace: namespaceFor(r.cfg.Namespace, job),
-		Toolchain: Toolchain(r.sched.StartMs[commit]/1000, r.cfg.ToolchainLagSec),
+		Toolchain: toolchainDiag(r.sched.StartMs[commit]/1000, r.cfg.ToolchainLagSec),
 		StartMs:   r.sched.StartMs[commit],
 		Lock:      g, LockSHA: c.Lock,
 		First: r.sched.FirstOfBranch[commit],

@@ -29,8 +29,10 @@ type kacheService struct {
 // precision, and it keeps plans over long histories affordable.
 const serviceRowsPerDep = 64
 
-// serviceRowsPerCrate bounds the history rows returned per crate; composition
-// keeps the first two, the rest would only feed its drop counters.
+// serviceRowsPerCrate bounds the crate rows kept and returned per crate:
+// composition keeps the first two of history, the rest would only feed its
+// drop counters, and the key-cache pass, which would read them all, only
+// runs for crates without rows.
 const serviceRowsPerCrate = 8
 
 type nsDep struct{ namespace, dep string }
@@ -61,7 +63,7 @@ func (p *kacheService) Learn(_ *Build, m *wire.BuildManifest, endMs int64) error
 	first := make(map[string]*wire.ManifestEntry, len(m.Entries))
 	for i := range m.Entries {
 		e := &m.Entries[i]
-		rows(p.crates, e.CrateName).upsert(e.CacheKey, e.CrateName, endMs, 0)
+		rows(p.crates, e.CrateName).upsert(e.CacheKey, e.CrateName, endMs, serviceRowsPerCrate)
 		if _, ok := first[e.CrateName]; !ok {
 			first[e.CrateName] = e
 		}

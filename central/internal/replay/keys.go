@@ -25,17 +25,17 @@ func DefaultJobs() []Job {
 	}
 }
 
-// rust10 is the Rust 1.0 release (2015-05-15 UTC); a stable release has
-// followed every six weeks since.
+// Rust 1.N is released rustEpoch + N*releasePeriod: every six weeks since
+// 1.1 (2015-06-25); the epoch is six weeks before that, a day before 1.0.
 const (
-	rust10        int64 = 1431648000
+	rustEpoch     int64 = 1431561600 // 2015-05-14 UTC
 	releasePeriod int64 = 42 * 86400
 )
 
 // Toolchain is the stable Rust a CI job uses at a time: the newest release
 // at least lag seconds old, as CI images pick up a release a few days late.
 func Toolchain(unixSec, lag int64) string {
-	n := (unixSec - lag - rust10) / releasePeriod
+	n := (unixSec - lag - rustEpoch) / releasePeriod
 	if n < 0 {
 		n = 0
 	}

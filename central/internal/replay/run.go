@@ -21,8 +21,9 @@ type Config struct {
 	Cost            CostModel
 	Transfer        TransferModel
 	Build           BuildModel
-	// Experimental adds the prototype planner (planner_proto).
-	Experimental bool
+	// Proto, when set, adds the prototype planner (planner_proto) with
+	// these changes.
+	Proto *ProtoOptions
 	// Progress, when set, is called after each commit.
 	Progress func(done, total int)
 }
@@ -72,6 +73,7 @@ type Model struct {
 	Cost            CostModel     `json:"cost"`
 	Transfer        TransferModel `json:"transfer"`
 	Build           BuildModel    `json:"build"`
+	Proto           *ProtoOptions `json:"proto,omitempty"`
 }
 
 // runner holds one run's state.
@@ -98,6 +100,9 @@ func Run(t *Trace, cfg Config) (res *Result, err error) {
 		return nil, errors.New("run replay: no jobs configured")
 	}
 	r := &runner{trace: t, cfg: cfg, sched: NewSchedule(t), bucket: NewBucket()}
+	for i, c := range t.Commits {
+		bfp[i] = c.FirstParent
+	}
 	closers, err := r.setupPolicies()
 	for _, c := range closers {
 		defer func() {
@@ -113,6 +118,7 @@ func Run(t *Trace, cfg Config) (res *Result, err error) {
 	if err := r.replay(); err != nil {
 		return nil, err
 	}
+	printDiag()
 	return r.result(), nil
 }
 
@@ -125,8 +131,8 @@ func (r *runner) setupPolicies() ([]io.Closer, error) {
 	}
 	closers := []io.Closer{c}
 	r.policies = []Policy{none{}, fb, newKacheService(), &lockfileAll{bucket: r.bucket, maxKeys: r.cfg.Transfer.MaxKeys}, c, oracle{}}
-	if r.cfg.Experimental {
-		p, err := newProto()
+	if r.cfg.Proto != nil {
+		p, err := newProto(*r.cfg.Proto)
 		if err != nil {
 			return closers, err
 		}
@@ -182,6 +188,7 @@ func (r *runner) scoreBuild(b *Build) (float64, error) {
 		downloads := r.cfg.Transfer.Schedule(r.cfg.Transfer.Admit(cands), r.bucket)
 		sim := r.cfg.Build.Simulate(b, prefetchedUnits(b, downloads), r.cfg.Transfer)
 		r.scores[k] = append(r.scores[k], scoreBuild(b, downloads, sim))
+		diagnose(p.Name(), b, downloads)
 		if p.Name() == PolicyNone {
 			wall = sim.WallMs
 		}
@@ -234,7 +241,7 @@ func (r *runner) complete(c *completed) error {
 func (r *runner) result() *Result {
 	res := &Result{
 		Project: r.trace.Project, Seed: r.cfg.Seed, Commits: len(r.trace.Commits), Branches: r.sched.Branches,
-		Model:    Model{Jobs: r.cfg.Jobs, Namespace: r.cfg.Namespace, ToolchainLagSec: r.cfg.ToolchainLagSec, Cost: r.cfg.Cost, Transfer: r.cfg.Transfer, Build: r.cfg.Build},
+		Model:    Model{Jobs: r.cfg.Jobs, Namespace: r.cfg.Namespace, ToolchainLagSec: r.cfg.ToolchainLagSec, Cost: r.cfg.Cost, Transfer: r.cfg.Transfer, Build: r.cfg.Build, Proto: r.cfg.Proto},
 		Policies: map[string]PolicyResult{},
 		Scores:   map[string][]BuildScore{},
 	}

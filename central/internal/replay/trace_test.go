@@ -1,0 +1,97 @@
+package replay
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+func TestLoadTrace(t *testing.T) {
+	tr, err := LoadTrace("testdata/tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Project != "tiny" || len(tr.Commits) != 5 {
+		t.Fatalf("project %q with %d commits, want tiny with 5", tr.Project, len(tr.Commits))
+	}
+	c4 := tr.Commits[3]
+	if c4.Commit != "c4" || !slices.Equal(c4.Parents, []string{"c2", "c3"}) || !c4.FirstParent || c4.Time != 1700010800 || c4.Members["app"] != "tree3" {
+		t.Errorf("c4 = %+v", c4)
+	}
+	g, err := tr.Lock(c4.Lock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"cfg-if", "serde", "log", "app"}; !slices.Equal(g.CrateNames, want) {
+		t.Errorf("crate names %v, want %v", g.CrateNames, want)
+	}
+	if len(g.Units) != 4 || len(g.LockDeps) != 4 || len(g.Shards) == 0 {
+		t.Errorf("%d units, %d lock deps, %d shards", len(g.Units), len(g.LockDeps), len(g.Shards))
+	}
+	again, _ := tr.Lock(c4.Lock)
+	if again != g {
+		t.Error("lock parsed twice")
+	}
+}
+
+func TestLoadTraceRejects(t *testing.T) {
+	const lock = "1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a"
+	line := func(commit, parent string) string {
+		p := "[]"
+		if parent != "" {
+			p = `["` + parent + `"]`
+		}
+		return `{"commit":"` + commit + `","parents":` + p + `,"time":1,"first_parent":true,"lock":"` + lock + `","members":{}}` + "\n"
+	}
+	tests := []struct {
+		name    string
+		commits string
+	}{
+		{"empty", ""},
+		{"not json", "{\n"},
+		{"duplicate commit", line("a", "") + line("a", "")},
+		{"parent after child", line("b", "a") + line("a", "")},
+		{"missing lock file", `{"commit":"a","parents":[],"time":1,"lock":"ffff"}` + "\n"},
+		{"lock path escapes", `{"commit":"a","parents":[],"time":1,"lock":"../x"}` + "\n"},
+		{"no commit id", `{"parents":[],"time":1,"lock":"` + lock + `"}` + "\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFile(t, filepath.Join(dir, "commits.jsonl"), tt.commits)
+			writeFile(t, filepath.Join(dir, "locks", lock+".lock"), "version = 3\n")
+			if _, err := LoadTrace(dir); !errors.Is(err, ErrTrace) {
+				t.Errorf("error %v, want ErrTrace", err)
+			}
+		})
+	}
+}
+
+func TestSchedule(t *testing.T) {
+	tr, err := LoadTrace("testdata/tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSchedule(tr)
+	if !slices.Equal(s.Branch, []int{-1, -1, 0, -1, -1}) || s.Branches != 1 {
+		t.Errorf("branches %v (%d)", s.Branch, s.Branches)
+	}
+	if !slices.Equal(s.FirstOfBranch, []bool{false, false, true, false, false}) {
+		t.Errorf("first of branch %v", s.FirstOfBranch)
+	}
+	if !slices.IsSorted(s.StartMs) || s.StartMs[0] != 1700000000000 {
+		t.Errorf("start times %v", s.StartMs)
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
