@@ -18,7 +18,9 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/kache-planner/kache-planner/central/internal/api"
+	"github.com/kache-planner/kache-planner/central/internal/bucket"
 	"github.com/kache-planner/kache-planner/central/internal/config"
+	"github.com/kache-planner/kache-planner/central/internal/crawl"
 	"github.com/kache-planner/kache-planner/central/internal/ingest"
 	"github.com/kache-planner/kache-planner/central/internal/leader"
 	"github.com/kache-planner/kache-planner/central/internal/metrics"
@@ -49,7 +51,7 @@ func opts(cfg config.Config, log *slog.Logger) fx.Option {
 			newPlanner,
 			newServer,
 		),
-		fx.Invoke(start, startElection, startPprof),
+		fx.Invoke(start, startCrawler, startElection, startPprof),
 	)
 }
 
@@ -214,5 +216,30 @@ func startElection(lc fx.Lifecycle, cfg config.Config, ready *readiness.Flag, lo
 		return err
 	}
 	lc.Append(fx.StartStopHook(e.Start, e.Stop))
+	return nil
+}
+
+// startCrawler keeps rankings in step with the bucket when one is given. A
+// replica that opened an empty database is not ready until its first pass:
+// it rebuilds from the bucket instead of answering use_fallback.
+func startCrawler(lc fx.Lifecycle, cfg config.Config, st *store.Store, ready *readiness.Flag, log *slog.Logger) error {
+	if cfg.S3Bucket == "" {
+		return nil
+	}
+	b, err := bucket.New(bucket.Config{Endpoint: cfg.S3Endpoint, Bucket: cfg.S3Bucket, Region: cfg.S3Region,
+		AccessKey: cfg.S3AccessKey, SecretKey: cfg.S3SecretKey})
+	if err != nil {
+		return err
+	}
+	if st.ArtifactCount() == 0 {
+		ready.Require(readiness.Bucket)
+	}
+	c := crawl.New(b, st, crawl.Config{
+		Prefix:   cfg.S3Prefix,
+		Interval: cfg.S3CrawlInterval,
+		OnSynced: func() { ready.SetCondition(readiness.Bucket, true) },
+		Logger:   log.With("component", "crawl"),
+	})
+	lc.Append(fx.StartStopHook(c.Start, c.Stop))
 	return nil
 }

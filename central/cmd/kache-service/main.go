@@ -4,14 +4,17 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"go.uber.org/fx"
 
@@ -45,15 +48,33 @@ func run(args []string, stdout, stderr io.Writer) int {
 		debug.SetMemoryLimit(limit)
 		log.Info("memory limit from cgroup", "go_memory_limit_bytes", limit)
 	}
+	// Signals are caught from here on, so one that arrives during startup
+	// still stops the app gracefully instead of killing the process.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
 	app := fx.New(opts(cfg, log))
-	if err := app.Err(); err != nil {
+	startCtx, cancel := context.WithTimeout(context.Background(), app.StartTimeout())
+	defer cancel()
+	if err := app.Start(startCtx); err != nil {
 		log.Error("start", "error", err)
 		return 1
 	}
-	// Run exits the process itself with a non-zero code requested through
-	// fx.Shutdowner or on a failed start.
-	app.Run()
-	return 0
+	code := 0
+	select {
+	case sig := <-sigs:
+		log.Info("stopping", "signal", sig.String())
+	case s := <-app.Wait():
+		code = s.ExitCode
+	}
+	stopCtx, cancelStop := context.WithTimeout(context.Background(), app.StopTimeout())
+	defer cancelStop()
+	if err := app.Stop(stopCtx); err != nil {
+		log.Error("stop", "error", err)
+		return 1
+	}
+	return code
 }
 
 const cgroupMemoryMax = "/sys/fs/cgroup/memory.max"

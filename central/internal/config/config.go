@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kache-planner/kache-planner/shared/layout"
 )
 
 // Config is kache-service's whole configuration.
@@ -43,6 +45,15 @@ type Config struct {
 	WriteTimeout               time.Duration
 	IdleTimeout                time.Duration
 	ShutdownTimeout            time.Duration
+
+	// S3 is the bucket central crawls; empty Bucket means none.
+	S3Bucket        string
+	S3Endpoint      string
+	S3Region        string
+	S3Prefix        string
+	S3AccessKey     string
+	S3SecretKey     string
+	S3CrawlInterval time.Duration
 
 	// PprofBind serves net/http/pprof on this address when set (keep it on
 	// loopback).
@@ -100,6 +111,11 @@ func Parse(args []string, lookupEnv func(string) (string, bool), out io.Writer) 
 	dur(&c.WriteTimeout, "write-timeout", "KACHE_PLANNER_WRITE_TIMEOUT", 30*time.Second, "HTTP write timeout")
 	dur(&c.IdleTimeout, "idle-timeout", "KACHE_PLANNER_IDLE_TIMEOUT", 90*time.Second, "HTTP keep-alive idle timeout")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", "KACHE_PLANNER_SHUTDOWN_TIMEOUT", 20*time.Second, "graceful shutdown budget (below the chart's terminationGracePeriodSeconds)")
+	str(&c.S3Bucket, "s3-bucket", "KACHE_PLANNER_S3_BUCKET", "", "kache's bucket: crawl its _manifests/ and v3/manifests/ to build and refresh rankings; off when empty")
+	str(&c.S3Endpoint, "s3-endpoint", "KACHE_PLANNER_S3_ENDPOINT", "", "S3 endpoint URL (e.g. http://127.0.0.1:9000 for MinIO); empty means AWS")
+	str(&c.S3Region, "s3-region", "KACHE_PLANNER_S3_REGION", "us-east-1", "bucket region")
+	str(&c.S3Prefix, "s3-prefix", "KACHE_PLANNER_S3_PREFIX", "artifacts", "kache's key prefix (KACHE_S3_PREFIX)")
+	dur(&c.S3CrawlInterval, "s3-crawl-interval", "KACHE_PLANNER_S3_CRAWL_INTERVAL", 5*time.Minute, "time between bucket crawls")
 	str(&c.PprofBind, "pprof-bind", "KACHE_PLANNER_PPROF_BIND", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off when empty")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 
@@ -123,6 +139,9 @@ func Parse(args []string, lookupEnv func(string) (string, bool), out io.Writer) 
 			return c, fmt.Errorf("parse %s=%q: %w", e.env, v, err)
 		}
 	}
+	// Bucket credentials come from the environment only (else the AWS chain).
+	c.S3AccessKey, _ = lookupEnv("KACHE_PLANNER_S3_ACCESS_KEY")
+	c.S3SecretKey, _ = lookupEnv("KACHE_PLANNER_S3_SECRET_KEY")
 	logDirective, _ := lookupEnv("KACHE_LOG")
 	c.LogLevel = ParseLogDirective(logDirective)
 	c.Token = strings.TrimSpace(c.Token)
@@ -136,7 +155,7 @@ func Parse(args []string, lookupEnv func(string) (string, bool), out io.Writer) 
 }
 
 // Validate checks values that parse but cannot work.
-func (c Config) Validate() error {
+func (c *Config) Validate() error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Bind); err != nil {
 		errs = append(errs, fmt.Errorf("--bind %q: %w", c.Bind, err))
@@ -172,6 +191,16 @@ func (c Config) Validate() error {
 	if c.HAEnabled && !(c.HARetryPeriod < c.HARenewDeadline && c.HARenewDeadline < c.HALeaseDuration) {
 		errs = append(errs, fmt.Errorf("want --ha-retry-period < --ha-renew-deadline < --ha-lease-duration, got %s, %s, %s", c.HARetryPeriod, c.HARenewDeadline, c.HALeaseDuration))
 	}
+	if c.S3Bucket != "" {
+		if p, err := layout.NormalizePrefix(c.S3Prefix); err != nil {
+			errs = append(errs, fmt.Errorf("--s3-prefix: %w", err))
+		} else {
+			c.S3Prefix = p
+		}
+		if c.S3CrawlInterval <= 0 {
+			errs = append(errs, fmt.Errorf("--s3-crawl-interval must be positive, got %s", c.S3CrawlInterval))
+		}
+	}
 	if c.PlanCacheMB < 0 {
 		errs = append(errs, fmt.Errorf("--plan-cache-mb must not be negative, got %d", c.PlanCacheMB))
 	}
@@ -203,6 +232,10 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("db_cache_mb", c.DBCacheMB),
 		slog.Int("list_cache_mb", c.ListCacheMB),
 		slog.Int("plan_cache_mb", c.PlanCacheMB),
+		slog.String("s3_bucket", c.S3Bucket),
+		slog.String("s3_endpoint", c.S3Endpoint),
+		slog.String("s3_prefix", c.S3Prefix),
+		slog.Bool("s3_static_credentials", c.S3AccessKey != ""),
 	)
 }
 

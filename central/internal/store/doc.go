@@ -14,6 +14,7 @@
 //	0x04 lp(crate) key[32]                    -> key-cache index: every known key of a crate
 //	0x05 lp(ns) lp(name@version) inv(ms) key[32] -> dep index: keys built with that lock dep (crate, cost, size, dims)
 //	0x06 lp(client_record_id)                 -> build timeline: unit count, then the zstd body as received
+//	0x07 s3 object key                        -> ETag of a bucket object already crawled
 //
 // lp(s) is a one-byte length followed by s (strings longer than 255 bytes are
 // rejected before they reach the store). Cache keys are stored as their 32 raw

@@ -14,6 +14,7 @@ const (
 	prefixCrateKey byte = 0x04
 	prefixDep      byte = 0x05
 	prefixTimeline byte = 0x06
+	prefixObject   byte = 0x07
 )
 
 // SchemaVersion is the key encoding this package writes. Open refuses a
@@ -117,4 +118,9 @@ func timelineKey(id string) ([]byte, error) {
 
 func seedKey(digest string) []byte {
 	return append([]byte{prefixMeta, 's', 'e', 'e', 'd', '/'}, digest...)
+}
+
+// objectKey records a bucket object already ingested, by its S3 key.
+func objectKey(s3key string) []byte {
+	return append([]byte{prefixObject}, s3key...)
 }

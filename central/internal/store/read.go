@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/syndtr/goleveldb/leveldb/util"
@@ -63,4 +64,16 @@ func (s *Store) readIndex(prefix []byte, limit int, withCrate bool) ([]Variant, 
 	}
 	s.lists.fill(string(prefix), vs, epoch)
 	return vs, nil
+}
+
+// ObjectETag returns the ETag recorded when a bucket object was crawled.
+func (s *Store) ObjectETag(key string) (string, bool, error) {
+	b, err := s.get(objectKey(key))
+	if errors.Is(err, ErrNotFound) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	return string(b), true, nil
 }

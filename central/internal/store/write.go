@@ -21,6 +21,9 @@ type (
 		DepLinks  []DepLink
 		// SeedDigest, when set, marks a seed file as imported in the same batch.
 		SeedDigest string
+		// Objects marks bucket objects (key -> ETag) as crawled in the same
+		// batch, so a crash never records an object whose data was lost.
+		Objects map[string]string
 	}
 	// Artifact is one cache key seen.
 	Artifact struct {
@@ -114,6 +117,9 @@ func (s *Store) prepare(obs Observation) (*writeSet, error) {
 		var c [8]byte
 		binary.BigEndian.PutUint64(c[:], s.artifacts.Load()+uint64(w.result.New))
 		w.batch.Put(keyArtifactCount, c[:])
+	}
+	for key, etag := range obs.Objects {
+		w.batch.Put(objectKey(key), []byte(etag))
 	}
 	if obs.SeedDigest != "" {
 		var t [8]byte
