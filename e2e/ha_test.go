@@ -33,15 +33,18 @@ const (
 	retryPeriod   = 500 * time.Millisecond
 )
 
-func startReplica(t *testing.T, c *cluster, name, seed string) *replica {
+// startReplica starts a replica whose data comes from extra: a seed file or
+// a bucket.
+func startReplica(t *testing.T, c *cluster, name string, env []string, extra ...string) *replica {
 	t.Helper()
 	port := freePort(t)
-	p := start(t, name, []string{"KUBECONFIG=" + c.kubeconfig, "HOSTNAME=" + name, "KACHE_LOG=info"}, serviceBin(t),
+	args := append([]string{
 		"--bind", fmt.Sprintf("127.0.0.1:%d", port),
 		"--db-path", filepath.Join(t.TempDir(), "planner.db"),
-		"--seed-state-file", seed,
 		"--ha-enabled", "--ha-namespace", "default", "--ha-lease-name", "kache-service-e2e",
-		"--ha-lease-duration", leaseDuration.String(), "--ha-renew-deadline", renewDeadline.String(), "--ha-retry-period", retryPeriod.String())
+		"--ha-lease-duration", leaseDuration.String(), "--ha-renew-deadline", renewDeadline.String(), "--ha-retry-period", retryPeriod.String(),
+	}, extra...)
+	p := start(t, name, append([]string{"KUBECONFIG=" + c.kubeconfig, "HOSTNAME=" + name, "KACHE_LOG=info"}, env...), serviceBin(t), args...)
 	r := &replica{p: p, addr: fmt.Sprintf("http://127.0.0.1:%d", port)}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -62,7 +65,7 @@ func (r *replica) status(path string) int {
 	return resp.StatusCode
 }
 
-const intent = `{"crate_names":["serde","tokio"],"namespace":null,"cargo_lock_deps":[]}`
+const intent = `{"crate_names":["crate_0","crate_7"],"namespace":null,"cargo_lock_deps":[]}`
 
 // plan returns the status and, on 200, the decoded plan; 0 when nothing
 // answered.
@@ -94,8 +97,8 @@ func candidateKeys(p wire.PrefetchPlan) []string {
 func writeSeed(t *testing.T) string {
 	t.Helper()
 	seed := wire.SeedState{History: map[string][]wire.PrefetchCandidate{
-		"serde": {{CacheKey: strings.Repeat("a1", 32), CrateName: "serde", CompileTimeMs: 5000, SizeBytes: 1 << 20}},
-		"tokio": {{CacheKey: strings.Repeat("b2", 32), CrateName: "tokio", CompileTimeMs: 9000, SizeBytes: 2 << 20}},
+		"crate_0": {{CacheKey: strings.Repeat("a1", 32), CrateName: "crate_0", CompileTimeMs: 5000, SizeBytes: 1 << 20}},
+		"crate_7": {{CacheKey: strings.Repeat("b2", 32), CrateName: "crate_7", CompileTimeMs: 9000, SizeBytes: 2 << 20}},
 	}}
 	b, _ := json.Marshal(seed)
 	p := filepath.Join(t.TempDir(), "seed.json")
@@ -103,15 +106,20 @@ func writeSeed(t *testing.T) string {
 	return p
 }
 
-// TestLeaderFailover starts a real API server and two replicas electing a
-// leader through a Lease. Exactly one is ready; the follower is live but
-// answers 503. Killing the leader (SIGKILL: no Lease release) makes the
-// follower ready within the Lease duration plus 5 s, answering the same
-// candidates, and every request answered meanwhile is a plan or a 503.
+// TestLeaderFailover starts a real API server, a MinIO bucket holding kache
+// build manifests and two replicas, each with its own empty disk, electing a
+// leader through a Lease. Both rebuild from the bucket. Exactly one is ready;
+// the follower is live but answers 503. Killing the leader (SIGKILL: no Lease
+// release) makes the follower ready within the Lease duration plus 5 s,
+// answering the same candidates, and every request answered meanwhile is a
+// plan or a 503.
 func TestLeaderFailover(t *testing.T) {
 	c := startCluster(t)
-	seed := writeSeed(t)
-	rs := []*replica{startReplica(t, c, "replica-a", seed), startReplica(t, c, "replica-b", seed)}
+	o := startMinio(t)
+	for b := range 30 {
+		o.putManifest(t, fmt.Sprintf("build-%03d", b), buildManifest(b, 10))
+	}
+	rs := []*replica{startReplica(t, c, "replica-a", o.env(), o.args()...), startReplica(t, c, "replica-b", o.env(), o.args()...)}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*leaseDuration)
 	defer cancel()
@@ -136,7 +144,7 @@ func TestLeaderFailover(t *testing.T) {
 		t.Fatalf("follower answered a plan with %d", st)
 	}
 	st, before := leader.plan()
-	if st != 200 || before.Disposition != wire.Execute || len(before.Candidates) != 2 {
+	if st != 200 || before.Disposition != wire.Execute || len(before.Candidates) != 4 {
 		t.Fatalf("leader plan %d %+v", st, before)
 	}
 
@@ -193,7 +201,7 @@ func TestLeaderFailover(t *testing.T) {
 func TestGracefulHandover(t *testing.T) {
 	c := startCluster(t)
 	seed := writeSeed(t)
-	rs := []*replica{startReplica(t, c, "replica-a", seed), startReplica(t, c, "replica-b", seed)}
+	rs := []*replica{startReplica(t, c, "replica-a", nil, "--seed-state-file", seed), startReplica(t, c, "replica-b", nil, "--seed-state-file", seed)}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*leaseDuration)
 	defer cancel()
 	leaderIdx := -1
