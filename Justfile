@@ -4,6 +4,14 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 export GOFLAGS := "-buildvcs=false"
 
+# Tools the recipes install for themselves, pinned, into .tools/bin.
+tools := justfile_directory() / ".tools" / "bin"
+helm_version := "v3.22.0"
+ko_version := "v0.19.1"
+goreleaser_version := "v2.15.1"
+
+service_image := "ghcr.io/kache-planner/kache-service"
+
 # List the recipes.
 default:
     @just --list
@@ -22,7 +30,7 @@ test:
 
 # gofmt and go vet.
 lint:
-    test -z "$(gofmt -l central shared)" || (gofmt -l central shared; exit 1)
+    test -z "$(gofmt -l central shared charts)" || (gofmt -l central shared charts; exit 1)
     go vet ./...
 
 # Fuzz each decoder for a while (FUZZTIME, default 30s each).
@@ -36,3 +44,67 @@ fuzz FUZZTIME="30s":
 # Central's benchmark: 1,000,000 keys, plan latency and throughput, ingest rate, RSS.
 bench-central *ARGS:
     go run ./central/cmd/kache-bench {{ARGS}}
+
+# helm lint --strict on the chart, with its defaults and each ci values file.
+helm-lint: (_tool "helm" "helm.sh/helm/v3/cmd/helm" helm_version)
+    {{tools}}/helm lint --strict charts/kache-service
+    for f in charts/kache-service/ci/*-values.yaml; do {{tools}}/helm lint --strict charts/kache-service --values "$f"; done
+
+# Chart tests: golden renders, schema, helm lint (ARGS: -update rewrites the golden files).
+chart-test *ARGS: (_tool "helm" "helm.sh/helm/v3/cmd/helm" helm_version)
+    PATH="{{tools}}:$PATH" go test -count=1 ./charts {{ARGS}}
+
+# Central's OCI image for this platform into dist/kache-service.tar, no Docker daemon needed.
+image-service: (_tool "ko" "github.com/google/ko" ko_version)
+    mkdir -p dist
+    KO_DOCKER_REPO={{service_image}} \
+    KO_DEFAULTBASEIMAGE="${KO_DEFAULTBASEIMAGE:-cgr.dev/chainguard/static}" \
+    SOURCE_DATE_EPOCH="$(git log -1 --format=%ct 2>/dev/null || echo 0)" \
+    CGO_ENABLED=0 \
+    {{tools}}/ko build ./central/cmd/kache-service --bare --push=false --sbom=none \
+        --platform="linux/$(go env GOARCH)" --tags=latest --tarball=dist/kache-service.tar
+    @echo "dist/kache-service.tar holds {{service_image}}:latest"
+
+# Central's multi-arch image (linux/amd64, linux/arm64), pushed to $KO_DOCKER_REPO; TAGS is comma-separated.
+image-service-release TAGS="latest": (_tool "ko" "github.com/google/ko" ko_version)
+    : "${KO_DOCKER_REPO:?set KO_DOCKER_REPO to the repository to push to, e.g. {{service_image}}}"
+    KO_DEFAULTBASEIMAGE="${KO_DEFAULTBASEIMAGE:-cgr.dev/chainguard/static}" \
+    SOURCE_DATE_EPOCH="$(git log -1 --format=%ct 2>/dev/null || echo 0)" \
+    CGO_ENABLED=0 \
+    {{tools}}/ko build ./central/cmd/kache-service --bare \
+        --platform=linux/amd64,linux/arm64 --tags={{TAGS}}
+
+# Release binaries for every platform into dist/ with goreleaser, as a snapshot (ARGS e.g. --single-target).
+release-snapshot *ARGS: (_tool "goreleaser" "github.com/goreleaser/goreleaser/v2" goreleaser_version)
+    {{tools}}/goreleaser build --snapshot --clean {{ARGS}}
+
+# Validate .goreleaser.yaml.
+release-check: (_tool "goreleaser" "github.com/goreleaser/goreleaser/v2" goreleaser_version)
+    {{tools}}/goreleaser check
+
+# Install a pinned Go tool into .tools/bin unless that version is there.
+_tool NAME PKG VERSION:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    bin="{{tools}}/{{NAME}}"
+    want="{{PKG}}@{{VERSION}}"
+    # Same stamp as e2e/tools.sh: either may install a tool the other uses.
+    if [[ -x "$bin" && "$(cat "$bin.stamp" 2>/dev/null)" == "$want" ]]; then exit 0; fi
+    echo "installing $want into {{tools}}" >&2
+    mkdir -p "{{tools}}"
+    # From outside the module, so that a tool never ends up in go.mod.
+    cd "$(mktemp -d)"
+    GOBIN="{{tools}}" GOFLAGS="-modcacherw -buildvcs=false" go install "$want"
+    echo "$want" > "$bin.stamp"
+
+# Build the e2e servers (etcd, kube-apiserver, MinIO) into .tools/bin, once.
+e2e-tools:
+    e2e/tools.sh etcd kube-apiserver minio
+
+# End-to-end tests: real etcd, kube-apiserver and MinIO on loopback.
+e2e: e2e-tools
+    go test -race -count=1 -tags e2e -timeout 20m -v ./e2e/
+
+# Time for an empty replica to rebuild from a bucket of N build manifests (default 10,000).
+bench-rebuild N="10000": e2e-tools
+    KACHE_E2E_REBUILD_MANIFESTS={{N}} go test -tags e2e -run '^$' -bench RebuildFromBucket -benchtime 1x -timeout 60m ./e2e/

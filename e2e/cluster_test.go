@@ -22,7 +22,7 @@ import (
 )
 
 // toolsBin is where tools.sh put etcd, kube-apiserver and minio.
-func toolsBin(t *testing.T) string {
+func toolsBin(t testing.TB) string {
 	t.Helper()
 	dir := os.Getenv("KACHE_E2E_TOOLS")
 	if dir == "" {
@@ -37,7 +37,7 @@ func toolsBin(t *testing.T) string {
 
 // need fails the test when a server binary is missing: e2e never skips
 // silently; run e2e/tools.sh first.
-func need(t *testing.T, name string) string {
+func need(t testing.TB, name string) string {
 	t.Helper()
 	p := filepath.Join(toolsBin(t), name)
 	if _, err := os.Stat(p); err != nil {
@@ -46,7 +46,7 @@ func need(t *testing.T, name string) string {
 	return p
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -65,7 +65,7 @@ type proc struct {
 	done chan struct{}
 }
 
-func start(t *testing.T, name string, env []string, bin string, args ...string) *proc {
+func start(t testing.TB, name string, env []string, bin string, args ...string) *proc {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), name+".log")
 	f, err := os.Create(logPath)
@@ -116,7 +116,7 @@ type cluster struct {
 	token      string
 }
 
-func startCluster(t *testing.T) *cluster {
+func startCluster(t testing.TB) *cluster {
 	t.Helper()
 	etcdBin, apiBin := need(t, "etcd"), need(t, "kube-apiserver")
 	dir := t.TempDir()
@@ -200,7 +200,7 @@ func (c *cluster) httpClient() *http.Client {
 	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // loopback test server with a self-signed cert
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -221,7 +221,7 @@ var buildOnce = sync.OnceValues(func() (string, error) {
 	return bin, nil
 })
 
-func serviceBin(t *testing.T) string {
+func serviceBin(t testing.TB) string {
 	t.Helper()
 	bin, err := buildOnce()
 	if err != nil {

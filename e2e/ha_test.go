@@ -35,7 +35,7 @@ const (
 
 // startReplica starts a replica whose data comes from extra: a seed file or
 // a bucket.
-func startReplica(t *testing.T, c *cluster, name string, env []string, extra ...string) *replica {
+func startReplica(t testing.TB, c *cluster, name string, env []string, extra ...string) *replica {
 	t.Helper()
 	port := freePort(t)
 	args := append([]string{
@@ -94,7 +94,7 @@ func candidateKeys(p wire.PrefetchPlan) []string {
 	return ks
 }
 
-func writeSeed(t *testing.T) string {
+func writeSeed(t testing.TB) string {
 	t.Helper()
 	seed := wire.SeedState{History: map[string][]wire.PrefetchCandidate{
 		"crate_0": {{CacheKey: strings.Repeat("a1", 32), CrateName: "crate_0", CompileTimeMs: 5000, SizeBytes: 1 << 20}},

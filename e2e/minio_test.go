@@ -31,7 +31,7 @@ type objectStore struct {
 	client   *minio.Client
 }
 
-func startMinio(t *testing.T) *objectStore {
+func startMinio(t testing.TB) *objectStore {
 	t.Helper()
 	bin := need(t, "minio")
 	port, console := freePort(t), freePort(t)
