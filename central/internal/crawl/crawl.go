@@ -13,9 +13,9 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/kache-planner/kache-planner/central/internal/background"
 	"github.com/kache-planner/kache-planner/central/internal/bucket"
 	"github.com/kache-planner/kache-planner/central/internal/ingest"
 	"github.com/kache-planner/kache-planner/central/internal/store"
@@ -66,9 +66,7 @@ type Crawler struct {
 	cfg Config
 	log *slog.Logger
 
-	mu     sync.Mutex
-	cancel context.CancelFunc
-	done   chan struct{}
+	task background.Task
 }
 
 // New returns a crawler.
@@ -87,56 +85,39 @@ func New(src Source, st Store, cfg Config) *Crawler {
 
 // Start runs a pass now and then every interval, in a goroutine it owns.
 func (c *Crawler) Start(context.Context) error {
-	ctx, cancel := context.WithCancel(context.Background())
-	c.mu.Lock()
-	c.cancel, c.done = cancel, make(chan struct{})
-	c.mu.Unlock()
-	go func() {
-		defer close(c.done)
-		synced := false
-		for {
-			stats, err := c.Pass(ctx)
-			switch {
-			case ctx.Err() != nil:
-				return
-			case err != nil:
-				c.log.Error("bucket crawl failed", "error", err)
-			default:
-				c.log.Info("bucket crawl", "manifests", stats.Manifests, "shards", stats.Shards, "listed", stats.Listed,
-					"unchanged", stats.Unchanged, "invalid", stats.Invalid, "duration", stats.Duration)
-				if !synced && c.cfg.OnSynced != nil {
-					c.cfg.OnSynced()
-				}
-				synced = true
-			}
-			wait := c.cfg.Interval
-			if err != nil && !synced {
-				wait = min(wait, 5*time.Second) // catching up matters more than politeness
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
-			}
-		}
-	}()
+	c.task.Go(c.loop)
 	return nil
 }
 
 // Stop cancels the current pass and waits for it.
-func (c *Crawler) Stop(ctx context.Context) error {
-	c.mu.Lock()
-	cancel, done := c.cancel, c.done
-	c.mu.Unlock()
-	if cancel == nil {
-		return nil
-	}
-	cancel()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("stop crawler: %w", ctx.Err())
+func (c *Crawler) Stop(ctx context.Context) error { return c.task.Stop(ctx) }
+
+func (c *Crawler) loop(ctx context.Context) {
+	synced := false
+	for {
+		stats, err := c.Pass(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			c.log.Error("bucket crawl failed", "error", err)
+		default:
+			c.log.Info("bucket crawl", "manifests", stats.Manifests, "shards", stats.Shards, "listed", stats.Listed,
+				"unchanged", stats.Unchanged, "invalid", stats.Invalid, "duration", stats.Duration)
+			if !synced && c.cfg.OnSynced != nil {
+				c.cfg.OnSynced()
+			}
+			synced = true
+		}
+		wait := c.cfg.Interval
+		if err != nil && !synced {
+			wait = min(wait, 5*time.Second) // catching up matters more than politeness
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
 	}
 }
 

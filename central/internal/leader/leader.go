@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,6 +22,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+
+	"github.com/kache-planner/kache-planner/central/internal/background"
 )
 
 // ServiceAccountNamespaceFile is where a pod finds its own namespace.
@@ -92,9 +93,7 @@ type Elector struct {
 	onChange func(leading bool)
 	log      *slog.Logger
 
-	mu     sync.Mutex
-	cancel context.CancelFunc
-	done   chan struct{}
+	task background.Task
 }
 
 // New returns an elector; Start begins campaigning.
@@ -114,34 +113,13 @@ func New(cfg Config, client kubernetes.Interface, onChange func(leading bool), l
 
 // Start campaigns in a goroutine owned by the elector.
 func (e *Elector) Start(context.Context) error {
-	ctx, cancel := context.WithCancel(context.Background())
-	e.mu.Lock()
-	e.cancel, e.done = cancel, make(chan struct{})
-	e.mu.Unlock()
-	go func() {
-		defer close(e.done)
-		e.campaign(ctx)
-	}()
+	e.task.Go(e.campaign)
 	return nil
 }
 
 // Stop ends the campaign; a leader releases the Lease so a follower takes
 // over at once instead of after the Lease expires.
-func (e *Elector) Stop(ctx context.Context) error {
-	e.mu.Lock()
-	cancel, done := e.cancel, e.done
-	e.mu.Unlock()
-	if cancel == nil {
-		return nil
-	}
-	cancel()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("stop leader election: %w", ctx.Err())
-	}
-}
+func (e *Elector) Stop(ctx context.Context) error { return e.task.Stop(ctx) }
 
 // campaign runs elections back to back: losing the Lease makes this replica
 // a follower that campaigns again.
