@@ -97,7 +97,7 @@ _tool NAME PKG VERSION:
     GOBIN="{{tools}}" GOFLAGS="-modcacherw -buildvcs=false" go install "$want"
     echo "$want" > "$bin.stamp"
 
-# Build the e2e servers (etcd, kube-apiserver, MinIO) into .tools/bin, once.
+# Build the e2e servers (etcd, kube-apiserver, MinIO) once, into ~/.cache/kache-planner/tools.
 e2e-tools:
     e2e/tools.sh etcd kube-apiserver minio
 

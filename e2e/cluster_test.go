@@ -24,9 +24,13 @@ import (
 // toolsBin is where tools.sh put etcd, kube-apiserver and minio.
 func toolsBin(t testing.TB) string {
 	t.Helper()
-	dir := os.Getenv("KACHE_E2E_TOOLS")
+	dir := os.Getenv("KACHE_TOOLS_DIR")
 	if dir == "" {
-		dir = filepath.Join("..", ".tools", "bin")
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir = filepath.Join(cache, "kache-planner", "tools")
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {

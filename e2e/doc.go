@@ -1,5 +1,5 @@
 // Package e2e holds end-to-end tests: the real binaries against real servers
 // (etcd and a Kubernetes API server built from the Go module proxy by
-// tools.sh). They run with `go test -tags e2e ./e2e/`; .ci/run builds the
+// tools.sh into ~/.cache/kache-planner/tools). They run with `go test -tags e2e ./e2e/`; .ci/run builds the
 // servers first. Without the tag this package has no tests.
 package e2e

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Builds the servers the e2e tests start (etcd, kube-apiserver, MinIO) from the
-# Go module proxy into .tools/bin, once: a binary is rebuilt only when its
-# tools module (or pinned version) changes. Prints the bin directory.
+# Go module proxy, once: a binary is rebuilt only when its tools module (or
+# pinned version) changes. They live outside the checkout
+# ($KACHE_TOOLS_DIR, default ~/.cache/kache-planner/tools) so fresh clones on
+# the same machine reuse them. Prints the bin directory.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-bin="$root/.tools/bin"
+bin="${KACHE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kache-planner/tools}"
 mkdir -p "$bin"
 export GOFLAGS="-buildvcs=false -trimpath"
 
@@ -15,7 +17,7 @@ build_module() { # name dir
   if [ -x "$bin/$name" ] && [ "$(cat "$bin/$name.stamp" 2>/dev/null)" = "$stamp" ]; then
     return
   fi
-  echo "building $name (one time; cached in .tools/bin) ..." >&2
+  echo "building $name (one time; cached in $bin) ..." >&2
   (cd "$dir" && CGO_ENABLED=0 go build -o "$bin/$name" .)
   echo "$stamp" > "$bin/$name.stamp"
 }
@@ -25,7 +27,7 @@ build_install() { # name module@version
   if [ -x "$bin/$name" ] && [ "$(cat "$bin/$name.stamp" 2>/dev/null)" = "$mod" ]; then
     return
   fi
-  echo "building $name from $mod (one time; cached in .tools/bin) ..." >&2
+  echo "building $name from $mod (one time; cached in $bin) ..." >&2
   (cd /tmp && CGO_ENABLED=0 GOBIN="$bin" go install "$mod")
   echo "$mod" > "$bin/$name.stamp"
 }
