@@ -8,13 +8,13 @@ import (
 )
 
 const (
-	prefixMeta     byte = 0x01
-	prefixArtifact byte = 0x02
-	prefixSummary  byte = 0x03
-	prefixCrateKey byte = 0x04
-	prefixDep      byte = 0x05
-	prefixTimeline byte = 0x06
-	prefixObject   byte = 0x07
+	prefixMeta       byte = 0x01
+	prefixArtifact   byte = 0x02
+	prefixCrateIndex byte = 0x03
+	prefixCrateKey   byte = 0x04
+	prefixDep        byte = 0x05
+	prefixTimeline   byte = 0x06
+	prefixObject     byte = 0x07
 )
 
 // SchemaVersion is the key encoding this package writes. Open refuses a
@@ -68,7 +68,7 @@ func artifactKey(k rawKey) []byte {
 // crateIndexPrefix is where a crate's built variants are listed, newest
 // first: each entry's key ends with the inverted build time and the cache key.
 func crateIndexPrefix(crate string) ([]byte, error) {
-	return appendLP([]byte{prefixSummary}, crate)
+	return appendLP([]byte{prefixCrateIndex}, crate)
 }
 
 // appendRecent appends the inverted time (so newer sorts first) and the key.

@@ -71,20 +71,6 @@ func (d *decoder) str() string {
 	return string(raw)
 }
 
-func (d *decoder) key() rawKey {
-	var k rawKey
-	if d.err != nil {
-		return k
-	}
-	if len(d.b) < len(k) {
-		d.err = fmt.Errorf("%w: truncated cache key", errKeyEncoding)
-		return k
-	}
-	copy(k[:], d.b)
-	d.b = d.b[len(k):]
-	return k
-}
-
 // appendVariantBody writes the fields shared by artifact records, summaries
 // and dep lists. Strings were length-checked when the variant was admitted.
 func appendVariantBody(dst []byte, v *Variant) []byte {

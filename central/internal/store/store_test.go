@@ -330,7 +330,7 @@ func TestCodecRoundTrip(t *testing.T) {
 			t.Fatalf("artifact round trip: %+v %v", got, err)
 		}
 	}
-	at, k, ok := parseRecent(appendRecent([]byte{prefixSummary, 1, 'a'}, 1234, rawKey{7}))
+	at, k, ok := parseRecent(appendRecent([]byte{prefixCrateIndex, 1, 'a'}, 1234, rawKey{7}))
 	if !ok || at != 1234 || k != (rawKey{7}) {
 		t.Fatalf("recent key: %d %v %v", at, k, ok)
 	}
