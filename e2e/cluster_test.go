@@ -147,7 +147,7 @@ func startCluster(t testing.TB) *cluster {
 	must(t, os.WriteFile(tokens, []byte(token+`,e2e-admin,1,"system:masters"`+"\n"), 0o600))
 
 	port := freePort(t)
-	start(t, "kube-apiserver", nil, apiBin,
+	api := start(t, "kube-apiserver", nil, apiBin,
 		"--etcd-servers", fmt.Sprintf("http://127.0.0.1:%d", client),
 		"--bind-address", "127.0.0.1",
 		"--advertise-address", "127.0.0.1",
@@ -160,6 +160,8 @@ func startCluster(t testing.TB) *cluster {
 		"--service-account-signing-key-file", keyPath,
 		"--service-cluster-ip-range", "10.96.0.0/24",
 		"--enable-priority-and-fairness=false",
+		"--endpoint-reconciler-type", "none", // loopback advertise address
+
 		"--v", "0")
 
 	c := &cluster{server: fmt.Sprintf("https://127.0.0.1:%d", port), token: token, kubeconfig: filepath.Join(dir, "kubeconfig")}
@@ -191,6 +193,9 @@ current-context: e2e
 			if resp.StatusCode == 200 {
 				break
 			}
+		}
+		if api.exited() {
+			t.Fatal("kube-apiserver exited")
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("kube-apiserver not ready after 90s: %v", err)
