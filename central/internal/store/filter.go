@@ -20,7 +20,7 @@ type keyFilter struct {
 const filterProbes = 7
 
 func newKeyFilter(capacity int) *keyFilter {
-	capacity = max(capacity, 1<<16)
+	capacity = max(capacity, 1<<12)
 	m := uint64(1) << bits.Len64(uint64(capacity*10)-1) // bits, a power of two
 	return &keyFilter{seed: maphash.MakeSeed(), bits: make([]uint64, m/64), mask: m - 1, limit: capacity}
 }
