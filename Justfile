@@ -4,8 +4,9 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 export GOFLAGS := "-buildvcs=false"
 
-# Tools the recipes install for themselves, pinned, into .tools/bin.
-tools := justfile_directory() / ".tools" / "bin"
+# Tools the recipes install for themselves, pinned, outside the checkout so
+# that fresh clones on the same machine reuse them (as e2e/tools.sh does).
+tools := env("KACHE_TOOLS_DIR", env("XDG_CACHE_HOME", home_directory() / ".cache") / "kache-planner" / "tools")
 helm_version := "v3.22.0"
 ko_version := "v0.19.1"
 goreleaser_version := "v2.15.1"
@@ -47,8 +48,8 @@ bench-central *ARGS:
 
 # helm lint --strict on the chart, with its defaults and each ci values file.
 helm-lint: (_tool "helm" "helm.sh/helm/v3/cmd/helm" helm_version)
-    {{tools}}/helm lint --strict charts/kache-service
-    for f in charts/kache-service/ci/*-values.yaml; do {{tools}}/helm lint --strict charts/kache-service --values "$f"; done
+    "{{tools}}"/helm lint --strict charts/kache-service
+    for f in charts/kache-service/ci/*-values.yaml; do "{{tools}}"/helm lint --strict charts/kache-service --values "$f"; done
 
 # Chart tests: golden renders, schema, helm lint (ARGS: -update rewrites the golden files).
 chart-test *ARGS: (_tool "helm" "helm.sh/helm/v3/cmd/helm" helm_version)
@@ -61,7 +62,7 @@ image-service: (_tool "ko" "github.com/google/ko" ko_version)
     KO_DEFAULTBASEIMAGE="${KO_DEFAULTBASEIMAGE:-cgr.dev/chainguard/static}" \
     SOURCE_DATE_EPOCH="$(git log -1 --format=%ct 2>/dev/null || echo 0)" \
     CGO_ENABLED=0 \
-    {{tools}}/ko build ./central/cmd/kache-service --bare --push=false --sbom=none \
+    "{{tools}}"/ko build ./central/cmd/kache-service --bare --push=false --sbom=none \
         --platform="linux/$(go env GOARCH)" --tags=latest --tarball=dist/kache-service.tar
     @echo "dist/kache-service.tar holds {{service_image}}:latest"
 
@@ -71,18 +72,18 @@ image-service-release TAGS="latest": (_tool "ko" "github.com/google/ko" ko_versi
     KO_DEFAULTBASEIMAGE="${KO_DEFAULTBASEIMAGE:-cgr.dev/chainguard/static}" \
     SOURCE_DATE_EPOCH="$(git log -1 --format=%ct 2>/dev/null || echo 0)" \
     CGO_ENABLED=0 \
-    {{tools}}/ko build ./central/cmd/kache-service --bare \
+    "{{tools}}"/ko build ./central/cmd/kache-service --bare \
         --platform=linux/amd64,linux/arm64 --tags={{TAGS}}
 
 # Release binaries for every platform into dist/ with goreleaser, as a snapshot (ARGS e.g. --single-target).
 release-snapshot *ARGS: (_tool "goreleaser" "github.com/goreleaser/goreleaser/v2" goreleaser_version)
-    {{tools}}/goreleaser build --snapshot --clean {{ARGS}}
+    "{{tools}}"/goreleaser build --snapshot --clean {{ARGS}}
 
 # Validate .goreleaser.yaml.
 release-check: (_tool "goreleaser" "github.com/goreleaser/goreleaser/v2" goreleaser_version)
-    {{tools}}/goreleaser check
+    "{{tools}}"/goreleaser check
 
-# Install a pinned Go tool into .tools/bin unless that version is there.
+# Install a pinned Go tool into the tools directory unless that version is there.
 _tool NAME PKG VERSION:
     #!/usr/bin/env bash
     set -euo pipefail

@@ -32,12 +32,13 @@ build_install() { # name module@version
   echo "$mod" > "$bin/$name.stamp"
 }
 
-for t in "${@:-etcd kube-apiserver minio}"; do
+for t in "${@:-etcd kube-apiserver minio helm}"; do
   for name in $t; do
     case $name in
       etcd) build_module etcd "$root/tools/etcd" ;;
       kube-apiserver) build_module kube-apiserver "$root/tools/kube-apiserver" ;;
       minio) build_install minio github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c ;;
+      helm) build_install helm helm.sh/helm/v3/cmd/helm@v3.22.0 ;;
       *) echo "unknown tool $name" >&2; exit 2 ;;
     esac
   done

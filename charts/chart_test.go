@@ -1,0 +1,804 @@
+// Package charts tests the Helm charts under this folder: charts/kache-service
+// is rendered with the Helm library for each ci/*-values.yaml file and
+// compared with testdata/*.golden.yaml (regenerate with
+// `go test ./charts -update` and review the diff), every rendered object is
+// decoded strictly into its Kubernetes type, and `helm lint --strict` runs
+// when a helm binary is available (always under CI=true).
+package charts
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden.yaml from the current chart")
+
+const (
+	chartDir    = "kache-service"
+	releaseName = "kache-service"
+	namespace   = "kache"
+	fullname    = "kache-service" // the release name contains nameOverride "kache"
+)
+
+// rendered is one `helm template` of the chart.
+type rendered struct {
+	manifest string
+	notes    string
+}
+
+// render renders the chart as `helm template kache-service charts/kache-service
+// --namespace kache -f <values>` does, schema validation included.
+func render(t *testing.T, vals map[string]any) (rendered, error) {
+	t.Helper()
+	chrt, err := loader.Load(chartDir)
+	if err != nil {
+		t.Fatalf("load chart: %v", err)
+	}
+	install := action.NewInstall(&action.Configuration{Log: t.Logf})
+	install.DryRun = true
+	install.ClientOnly = true
+	install.Replace = true
+	install.ReleaseName = releaseName
+	install.Namespace = namespace
+	rel, err := install.Run(chrt, vals)
+	if err != nil {
+		return rendered{}, err
+	}
+	return rendered{manifest: rel.Manifest, notes: rel.Info.Notes}, nil
+}
+
+func mustRender(t *testing.T, vals map[string]any) rendered {
+	t.Helper()
+	r, err := render(t, vals)
+	if err != nil {
+		t.Fatalf("render: %v", err)
+	}
+	return r
+}
+
+// values parses a values document written in YAML.
+func values(t *testing.T, doc string) map[string]any {
+	t.Helper()
+	v, err := chartutil.ReadValues([]byte(doc))
+	if err != nil {
+		t.Fatalf("parse values: %v", err)
+	}
+	return v
+}
+
+// objects holds the rendered objects decoded strictly into their types.
+type objects struct {
+	deployment     *appsv1.Deployment
+	service        *corev1.Service
+	pvc            *corev1.PersistentVolumeClaim
+	serviceAccount *corev1.ServiceAccount
+	role           *rbacv1.Role
+	roleBinding    *rbacv1.RoleBinding
+	kinds          []string
+}
+
+// decode splits the manifest into documents and decodes each into its
+// Kubernetes type, rejecting unknown and duplicate fields (kache's chart
+// emitted `annotations:` twice, which this catches).
+func decode(t *testing.T, manifest string) objects {
+	t.Helper()
+	var o objects
+	for _, doc := range strings.Split(manifest, "\n---\n") {
+		doc = strings.TrimPrefix(strings.TrimSpace(doc), "---")
+		if strings.TrimSpace(stripComments(doc)) == "" {
+			continue
+		}
+		var meta struct {
+			Kind string `json:"kind"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+			t.Fatalf("read kind: %v\n%s", err, doc)
+		}
+		var target any
+		switch meta.Kind {
+		case "Deployment":
+			o.deployment = &appsv1.Deployment{}
+			target = o.deployment
+		case "Service":
+			o.service = &corev1.Service{}
+			target = o.service
+		case "PersistentVolumeClaim":
+			o.pvc = &corev1.PersistentVolumeClaim{}
+			target = o.pvc
+		case "ServiceAccount":
+			o.serviceAccount = &corev1.ServiceAccount{}
+			target = o.serviceAccount
+		case "Role":
+			o.role = &rbacv1.Role{}
+			target = o.role
+		case "RoleBinding":
+			o.roleBinding = &rbacv1.RoleBinding{}
+			target = o.roleBinding
+		default:
+			t.Fatalf("unexpected kind %q in\n%s", meta.Kind, doc)
+		}
+		if err := yaml.UnmarshalStrict([]byte(doc), target); err != nil {
+			t.Fatalf("decode %s strictly: %v\n%s", meta.Kind, err, doc)
+		}
+		o.kinds = append(o.kinds, meta.Kind)
+	}
+	if o.deployment == nil || o.service == nil {
+		t.Fatalf("no Deployment or Service rendered: %v", o.kinds)
+	}
+	return o
+}
+
+func stripComments(doc string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(doc, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(line), "#") {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
+}
+
+func ciValuesFiles(t *testing.T) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(chartDir, "ci", "*-values.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no ci values files: %v", err)
+	}
+	return files
+}
+
+// golden renders the manifest and the notes (as comments) into one YAML file.
+func golden(valuesFile string, r rendered) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# helm template %s charts/%s --namespace %s -f charts/%s\n",
+		releaseName, chartDir, namespace, filepath.ToSlash(valuesFile))
+	b.WriteString("# Generated by `go test ./charts -update`; review every change.\n")
+	b.WriteString(strings.TrimSpace(r.manifest))
+	b.WriteString("\n---\n# NOTES.txt\n")
+	for _, line := range strings.Split(strings.TrimRight(r.notes, "\n"), "\n") {
+		b.WriteString(strings.TrimRight("# "+line, " ") + "\n")
+	}
+	return b.Bytes()
+}
+
+func TestGolden(t *testing.T) {
+	for _, file := range ciValuesFiles(t) {
+		name := strings.TrimSuffix(filepath.Base(file), "-values.yaml")
+		t.Run(name, func(t *testing.T) {
+			vals, err := chartutil.ReadValuesFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := mustRender(t, vals)
+			decode(t, r.manifest)
+			got := golden(file, r)
+			path := filepath.Join("testdata", name+".golden.yaml")
+			if *update {
+				if err := os.WriteFile(path, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run `go test ./charts -update` and review the file)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("%s differs from the rendered chart (run `go test ./charts -update` and review the diff):\n%s",
+					path, firstDifference(string(want), string(got)))
+			}
+		})
+	}
+}
+
+// firstDifference shows the first line where want and got differ, with a
+// few lines of context.
+func firstDifference(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	i := 0
+	for i < len(w) && i < len(g) && w[i] == g[i] {
+		i++
+	}
+	from := max(i-3, 0)
+	window := func(lines []string) string {
+		return strings.Join(lines[min(from, len(lines)):min(i+4, len(lines))], "\n")
+	}
+	return fmt.Sprintf("line %d\n--- want\n%s\n--- got\n%s", i+1, window(w), window(g))
+}
+
+// TestValuesAreKaches pins values.yaml to the values and defaults of kache's
+// chart 0.15.0-rc.2 (kache-protocol.md 5.1), except image.repository.
+func TestValuesAreKaches(t *testing.T) {
+	chrt, err := loader.Load(chartDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := values(t, `
+nameOverride: kache
+fullnameOverride: ""
+replicaCount: 1
+updateStrategy: {}
+image:
+  repository: ghcr.io/kache-planner/kache-service
+  tag: ""
+  pullPolicy: IfNotPresent
+imagePullSecrets: []
+planner:
+  name: planner
+  dbPath: /var/lib/kache/planner.db
+  seedStateFile: ""
+  persistence:
+    enabled: true
+    type: ephemeral
+    mountPath: /var/lib/kache
+    size: 10Gi
+    storageClassName: ""
+    accessModes: [ReadWriteOnce]
+auth:
+  existingSecret: ""
+  existingSecretKey: token
+ha:
+  enabled: false
+  leaseName: kache-service
+  namespace: ""
+  serviceAccount:
+    create: true
+    name: ""
+logLevel: kache_service=info
+service:
+  type: ClusterIP
+  port: 8080
+  annotations: {}
+podAnnotations: {}
+podLabels: {}
+podSecurityContext:
+  runAsNonRoot: true
+  runAsUser: 65532
+  runAsGroup: 65532
+  fsGroup: 65532
+  fsGroupChangePolicy: OnRootMismatch
+  seccompProfile:
+    type: RuntimeDefault
+containerSecurityContext:
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  capabilities:
+    drop: [ALL]
+resources:
+  requests: {cpu: 50m, memory: 64Mi}
+  limits: {cpu: 250m, memory: 128Mi}
+extraEnv: []
+nodeSelector: {}
+tolerations: []
+affinity: {}
+signoz:
+  scrape: true
+  path: /metrics
+`)
+	if !reflect.DeepEqual(map[string]any(want), chrt.Values) {
+		got, _ := yaml.Marshal(chrt.Values)
+		t.Errorf("values.yaml is not kache's:\n%s", got)
+	}
+	if chrt.Metadata.Version != "0.15.0-rc.2" || chrt.Metadata.AppVersion != "0.15.0-rc.2" {
+		t.Errorf("chart version %q appVersion %q, want 0.15.0-rc.2", chrt.Metadata.Version, chrt.Metadata.AppVersion)
+	}
+}
+
+func TestSchemaRejects(t *testing.T) {
+	tests := []struct {
+		name   string
+		values string
+		want   string // a fragment of the error
+	}{
+		{"unknown top-level key", "replicas: 2", "replicas"},
+		{"unknown image key", "image: {tags: v1}", "tags"},
+		{"unknown planner key", "planner: {db: /x}", "db"},
+		{"unknown persistence key", "planner: {persistence: {storageClass: fast}}", "storageClass"},
+		{"unknown auth key", "auth: {token: hunter2}", "token"},
+		{"unknown ha key", "ha: {leaseDuration: 15}", "leaseDuration"},
+		{"unknown serviceAccount key", "ha: {serviceAccount: {annotations: {}}}", "annotations"},
+		{"unknown service key", "service: {nodePort: 30080}", "nodePort"},
+		{"unknown signoz key", "signoz: {enabled: true}", "enabled"},
+		{"unknown updateStrategy key", "updateStrategy: {maxSurge: 1}", "maxSurge"},
+		{"unknown podSecurityContext key", "podSecurityContext: {runAsUsr: 1000}", "runAsUsr"},
+		{"unknown capabilities key", "containerSecurityContext: {capabilities: {remove: [ALL]}}", "remove"},
+		{"unknown resources key", "resources: {request: {cpu: 1}}", "request"},
+		{"unknown extraEnv key", "extraEnv: [{name: A, valu: b}]", "valu"},
+		{"unknown affinity key", "affinity: {nodeAfinity: {}}", "nodeAfinity"},
+		{"unknown toleration key", "tolerations: [{key: a, efect: NoSchedule}]", "efect"},
+		{"bad pullPolicy", "image: {pullPolicy: Sometimes}", "pullPolicy"},
+		{"bad persistence type", "planner: {persistence: {type: hostPath}}", "type"},
+		{"bad service type", "service: {type: ExternalName}", "type"},
+		{"bad updateStrategy type", "updateStrategy: {type: OnDelete}", "type"},
+		{"bad access mode", "planner: {persistence: {accessModes: [ReadWriteAll]}}", "accessModes"},
+		{"bad seccomp type", "podSecurityContext: {seccompProfile: {type: Default}}", "type"},
+		{"port zero", "service: {port: 0}", "port"},
+		{"port too high", "service: {port: 65536}", "port"},
+		{"replicaCount zero", "replicaCount: 0", "replicaCount"},
+		{"empty dbPath", "planner: {dbPath: \"\"}", "dbPath"},
+		{"annotation not a string", "podAnnotations: {a: 1}", "podAnnotations"},
+		{"label not a string", "podLabels: {a: true}", "podLabels"},
+		{"pull secret as a string", "imagePullSecrets: [regcred]", "imagePullSecrets"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := render(t, values(t, tt.values))
+			if err == nil {
+				t.Fatalf("rendered with %q", tt.values)
+			}
+			if !strings.Contains(err.Error(), "schema") || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error does not name the schema and %q: %v", tt.want, err)
+			}
+		})
+	}
+}
+
+func TestSchemaAccepts(t *testing.T) {
+	tests := []struct {
+		name   string
+		values string
+	}{
+		{"defaults", "{}"},
+		{"global from a parent chart", "global: {imageRegistry: r.example.com}"},
+		{"signoz port as a string", "signoz: {port: \"9090\"}"},
+		{"rolling update percentages", "updateStrategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 25%, maxUnavailable: 0}}"},
+		{"env from a secret", "extraEnv: [{name: A, valueFrom: {secretKeyRef: {name: s, key: k}}}]"},
+		{"integer quantities", "resources: {limits: {cpu: 1, memory: 256Mi}}"},
+		{"no persistence", "planner: {persistence: {enabled: false}}"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := mustRender(t, values(t, tt.values))
+			decode(t, r.manifest)
+		})
+	}
+}
+
+func TestPVC(t *testing.T) {
+	t.Run("two replicas fail", func(t *testing.T) {
+		_, err := render(t, values(t, "replicaCount: 2\nplanner: {persistence: {type: pvc}}"))
+		if err == nil || !strings.Contains(err.Error(), "replicaCount must be 1") {
+			t.Fatalf("want a replicaCount failure, got %v", err)
+		}
+	})
+	t.Run("two replicas fail with ha too", func(t *testing.T) {
+		_, err := render(t, values(t, "replicaCount: 2\nha: {enabled: true}\nplanner: {persistence: {type: pvc}}"))
+		if err == nil || !strings.Contains(err.Error(), "replicaCount must be 1") {
+			t.Fatalf("want a replicaCount failure, got %v", err)
+		}
+	})
+	t.Run("one replica recreates and claims", func(t *testing.T) {
+		o := decode(t, mustRender(t, values(t, "updateStrategy: {type: RollingUpdate}\nplanner: {persistence: {type: pvc}}")).manifest)
+		if o.deployment.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+			t.Errorf("strategy %q, want Recreate", o.deployment.Spec.Strategy.Type)
+		}
+		if o.pvc == nil || o.pvc.Name != fullname {
+			t.Fatalf("no PVC %s: %v", fullname, o.kinds)
+		}
+		vol := o.deployment.Spec.Template.Spec.Volumes[0]
+		if vol.PersistentVolumeClaim == nil || vol.PersistentVolumeClaim.ClaimName != fullname {
+			t.Errorf("volume %+v does not claim %s", vol, fullname)
+		}
+	})
+	t.Run("ephemeral keeps updateStrategy and has no PVC", func(t *testing.T) {
+		o := decode(t, mustRender(t, values(t, "replicaCount: 3\nupdateStrategy: {type: RollingUpdate}")).manifest)
+		if o.deployment.Spec.Strategy.Type != appsv1.RollingUpdateDeploymentStrategyType {
+			t.Errorf("strategy %q, want RollingUpdate", o.deployment.Spec.Strategy.Type)
+		}
+		if o.pvc != nil {
+			t.Error("PVC rendered with ephemeral persistence")
+		}
+		if o.deployment.Spec.Template.Spec.Volumes[0].EmptyDir == nil {
+			t.Error("data volume is not an emptyDir")
+		}
+	})
+}
+
+func TestPodAnnotationsAndLabels(t *testing.T) {
+	tests := []struct {
+		name            string
+		values          string
+		wantAnnotations map[string]string // nil: no annotations at all
+		wantLabels      map[string]string
+	}{
+		{
+			name:   "defaults",
+			values: "{}",
+			wantAnnotations: map[string]string{
+				"signoz.io/scrape": "true", "signoz.io/port": "8080", "signoz.io/path": "/metrics",
+			},
+			wantLabels: map[string]string{
+				"app.kubernetes.io/name": "kache", "app.kubernetes.io/instance": releaseName,
+			},
+		},
+		{
+			name:            "no signoz, no pod annotations",
+			values:          "signoz: {scrape: false}",
+			wantAnnotations: nil,
+			wantLabels: map[string]string{
+				"app.kubernetes.io/name": "kache", "app.kubernetes.io/instance": releaseName,
+			},
+		},
+		{
+			name:            "pod annotations and labels without signoz",
+			values:          "signoz: {scrape: false}\npodAnnotations: {a.example/x: one}\npodLabels: {team: ci}",
+			wantAnnotations: map[string]string{"a.example/x": "one"},
+			wantLabels: map[string]string{
+				"app.kubernetes.io/name": "kache", "app.kubernetes.io/instance": releaseName, "team": "ci",
+			},
+		},
+		{
+			name:   "pod annotations win over signoz ones",
+			values: "podAnnotations: {signoz.io/path: /m, a.example/x: one}\nsignoz: {port: 9090}\nservice: {port: 8081}",
+			wantAnnotations: map[string]string{
+				"signoz.io/scrape": "true", "signoz.io/port": "9090", "signoz.io/path": "/m", "a.example/x": "one",
+			},
+			wantLabels: map[string]string{
+				"app.kubernetes.io/name": "kache", "app.kubernetes.io/instance": releaseName,
+			},
+		},
+		{
+			name:   "selector labels win over pod labels",
+			values: "podLabels: {app.kubernetes.io/name: other, app.kubernetes.io/part-of: kache-planner}",
+			wantAnnotations: map[string]string{
+				"signoz.io/scrape": "true", "signoz.io/port": "8080", "signoz.io/path": "/metrics",
+			},
+			wantLabels: map[string]string{
+				"app.kubernetes.io/name": "kache", "app.kubernetes.io/instance": releaseName,
+				"app.kubernetes.io/part-of": "kache-planner",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := decode(t, mustRender(t, values(t, tt.values)).manifest)
+			meta := o.deployment.Spec.Template.ObjectMeta
+			if !reflect.DeepEqual(meta.Annotations, tt.wantAnnotations) {
+				t.Errorf("pod annotations %v, want %v", meta.Annotations, tt.wantAnnotations)
+			}
+			if !reflect.DeepEqual(meta.Labels, tt.wantLabels) {
+				t.Errorf("pod labels %v, want %v", meta.Labels, tt.wantLabels)
+			}
+			if sel := o.deployment.Spec.Selector.MatchLabels; !reflect.DeepEqual(sel, map[string]string{
+				"app.kubernetes.io/name": "kache", "app.kubernetes.io/instance": releaseName,
+			}) {
+				t.Errorf("selector %v changed", sel)
+			}
+		})
+	}
+}
+
+func env(c corev1.Container, name string) (corev1.EnvVar, bool) {
+	i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == name })
+	if i < 0 {
+		return corev1.EnvVar{}, false
+	}
+	return c.Env[i], true
+}
+
+func TestHA(t *testing.T) {
+	leaseRule := rbacv1.PolicyRule{
+		APIGroups: []string{"coordination.k8s.io"},
+		Resources: []string{"leases"},
+		Verbs:     []string{"get", "list", "watch", "create", "update", "patch", "delete"},
+	}
+	tests := []struct {
+		name          string
+		values        string
+		wantSA        bool
+		wantSAName    string
+		wantLeaseNS   string // empty: from the downward API
+		wantRBACNS    string
+		wantLeaseName string
+	}{
+		{"defaults", "ha: {enabled: true}", true, fullname, "", namespace, "kache-service"},
+		{"lease in another namespace", "ha: {enabled: true, namespace: leases, leaseName: planner-lease}", true, fullname, "leases", "leases", "planner-lease"},
+		{"existing service account", "ha: {enabled: true, serviceAccount: {create: false, name: ci-sa}}", false, "ci-sa", "", namespace, "kache-service"},
+		{"named created service account", "ha: {enabled: true, serviceAccount: {name: planner-sa}}", true, "planner-sa", "", namespace, "kache-service"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := decode(t, mustRender(t, values(t, tt.values)).manifest)
+			pod := o.deployment.Spec.Template.Spec
+			if pod.ServiceAccountName != tt.wantSAName {
+				t.Errorf("serviceAccountName %q, want %q", pod.ServiceAccountName, tt.wantSAName)
+			}
+			if pod.AutomountServiceAccountToken == nil || !*pod.AutomountServiceAccountToken {
+				t.Error("service-account token not mounted with HA")
+			}
+			if (o.serviceAccount != nil) != tt.wantSA {
+				t.Fatalf("ServiceAccount rendered: %v, want %v", o.serviceAccount != nil, tt.wantSA)
+			}
+			if o.serviceAccount != nil && (o.serviceAccount.Name != tt.wantSAName || o.serviceAccount.Namespace != namespace) {
+				t.Errorf("ServiceAccount %s/%s, want %s/%s", o.serviceAccount.Namespace, o.serviceAccount.Name, namespace, tt.wantSAName)
+			}
+			if o.role == nil || o.roleBinding == nil {
+				t.Fatalf("no Role or RoleBinding: %v", o.kinds)
+			}
+			wantRBACName := fullname + "-leader-election"
+			if o.role.Name != wantRBACName || o.role.Namespace != tt.wantRBACNS {
+				t.Errorf("Role %s/%s, want %s/%s", o.role.Namespace, o.role.Name, tt.wantRBACNS, wantRBACName)
+			}
+			if !reflect.DeepEqual(o.role.Rules, []rbacv1.PolicyRule{leaseRule}) {
+				t.Errorf("Role rules %+v, want %+v", o.role.Rules, leaseRule)
+			}
+			wantSubject := rbacv1.Subject{Kind: "ServiceAccount", Name: tt.wantSAName, Namespace: namespace}
+			if !reflect.DeepEqual(o.roleBinding.Subjects, []rbacv1.Subject{wantSubject}) ||
+				o.roleBinding.RoleRef != (rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: wantRBACName}) ||
+				o.roleBinding.Namespace != tt.wantRBACNS {
+				t.Errorf("RoleBinding %+v does not bind %+v to Role %s", o.roleBinding, wantSubject, wantRBACName)
+			}
+
+			c := pod.Containers[0]
+			if e, ok := env(c, "KACHE_HA_ENABLED"); !ok || e.Value != "true" {
+				t.Errorf("KACHE_HA_ENABLED = %+v, want true", e)
+			}
+			if e, ok := env(c, "KACHE_HA_LEASE_NAME"); !ok || e.Value != tt.wantLeaseName {
+				t.Errorf("KACHE_HA_LEASE_NAME = %+v, want %s", e, tt.wantLeaseName)
+			}
+			e, ok := env(c, "KACHE_HA_NAMESPACE")
+			switch {
+			case !ok:
+				t.Error("no KACHE_HA_NAMESPACE")
+			case tt.wantLeaseNS != "" && (e.Value != tt.wantLeaseNS || e.ValueFrom != nil):
+				t.Errorf("KACHE_HA_NAMESPACE = %+v, want %q", e, tt.wantLeaseNS)
+			case tt.wantLeaseNS == "" && (e.Value != "" || e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.namespace"):
+				t.Errorf("KACHE_HA_NAMESPACE = %+v, want the downward-API metadata.namespace", e)
+			}
+		})
+	}
+}
+
+// TestHAStrategy checks the rollout strategy with leader election: only the
+// Lease holder is ready, so the default RollingUpdate (which waits for new
+// Pods to be ready before removing old ones) would never finish.
+func TestHAStrategy(t *testing.T) {
+	tests := []struct {
+		name   string
+		values string
+		want   appsv1.DeploymentStrategy
+	}{
+		{
+			name:   "ha replaces old pods at once",
+			values: "ha: {enabled: true}",
+			want: appsv1.DeploymentStrategy{
+				Type: appsv1.RollingUpdateDeploymentStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDeployment{
+					MaxSurge:       ptr(intstr.FromInt32(1)),
+					MaxUnavailable: ptr(intstr.FromString("100%")),
+				},
+			},
+		},
+		{
+			name:   "ha keeps an explicit updateStrategy",
+			values: "ha: {enabled: true}\nupdateStrategy: {type: Recreate}",
+			want:   appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType},
+		},
+		{
+			name:   "ha with pvc recreates",
+			values: "ha: {enabled: true}\nplanner: {persistence: {type: pvc}}",
+			want:   appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType},
+		},
+		{
+			name:   "no ha keeps the kubernetes default",
+			values: "{}",
+			want:   appsv1.DeploymentStrategy{},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := decode(t, mustRender(t, values(t, tt.values)).manifest)
+			if got := o.deployment.Spec.Strategy; !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("strategy %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestNoHA(t *testing.T) {
+	o := decode(t, mustRender(t, values(t, "{}")).manifest)
+	if o.serviceAccount != nil || o.role != nil || o.roleBinding != nil {
+		t.Errorf("RBAC rendered without HA: %v", o.kinds)
+	}
+	pod := o.deployment.Spec.Template.Spec
+	if pod.ServiceAccountName != "" {
+		t.Errorf("serviceAccountName %q without HA", pod.ServiceAccountName)
+	}
+	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
+		t.Error("service-account token mounted without HA")
+	}
+	for _, e := range pod.Containers[0].Env {
+		if strings.HasPrefix(e.Name, "KACHE_HA_") {
+			t.Errorf("%s set without HA", e.Name)
+		}
+	}
+}
+
+// TestDeploymentContract checks what kache clients and this binary rely on:
+// probes, port name, env, security defaults and the stop budget.
+func TestDeploymentContract(t *testing.T) {
+	o := decode(t, mustRender(t, values(t, "auth: {existingSecret: tok, existingSecretKey: bearer}\nplanner: {dbPath: /var/lib/kache/db}")).manifest)
+	pod := o.deployment.Spec.Template.Spec
+	c := pod.Containers[0]
+	if c.Name != "planner" || len(c.Ports) != 1 || c.Ports[0].Name != "http" || c.Ports[0].ContainerPort != 8080 {
+		t.Errorf("container %q ports %+v, want planner with http:8080", c.Name, c.Ports)
+	}
+	if p := c.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" || p.HTTPGet.Port.String() != "http" {
+		t.Errorf("readiness probe %+v, want GET /readyz on http", p)
+	}
+	if p := c.LivenessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz" || p.HTTPGet.Port.String() != "http" {
+		t.Errorf("liveness probe %+v, want GET /healthz on http", p)
+	}
+	for name, want := range map[string]string{
+		"KACHE_PLANNER_BIND":    "0.0.0.0:8080",
+		"KACHE_PLANNER_NAME":    "planner",
+		"KACHE_PLANNER_DB_PATH": "/var/lib/kache/db",
+		"KACHE_LOG":             "kache_service=info",
+	} {
+		if e, ok := env(c, name); !ok || e.Value != want {
+			t.Errorf("%s = %+v, want %q", name, e, want)
+		}
+	}
+	tok, ok := env(c, "KACHE_PLANNER_TOKEN")
+	if !ok || tok.Value != "" || tok.ValueFrom == nil || tok.ValueFrom.SecretKeyRef == nil ||
+		tok.ValueFrom.SecretKeyRef.Name != "tok" || tok.ValueFrom.SecretKeyRef.Key != "bearer" {
+		t.Errorf("KACHE_PLANNER_TOKEN = %+v, want secret tok key bearer", tok)
+	}
+	if _, ok := env(c, "KACHE_PLANNER_SEED_STATE_FILE"); ok {
+		t.Error("KACHE_PLANNER_SEED_STATE_FILE set without planner.seedStateFile")
+	}
+	psc, csc := pod.SecurityContext, c.SecurityContext
+	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser != 65532 ||
+		psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod security context %+v", psc)
+	}
+	if csc == nil || csc.ReadOnlyRootFilesystem == nil || !*csc.ReadOnlyRootFilesystem ||
+		csc.AllowPrivilegeEscalation == nil || *csc.AllowPrivilegeEscalation ||
+		csc.Capabilities == nil || !reflect.DeepEqual(csc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+		t.Errorf("container security context %+v", csc)
+	}
+	if pod.TerminationGracePeriodSeconds == nil || *pod.TerminationGracePeriodSeconds <= 25 {
+		t.Errorf("terminationGracePeriodSeconds %v, want above the binary's 25 s stop budget", pod.TerminationGracePeriodSeconds)
+	}
+	if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].Name != "planner-data" || c.VolumeMounts[0].MountPath != "/var/lib/kache" {
+		t.Errorf("volume mounts %+v, want planner-data at /var/lib/kache", c.VolumeMounts)
+	}
+	if o.service.Spec.Ports[0].Name != "http" || o.service.Spec.Ports[0].TargetPort.String() != "http" {
+		t.Errorf("service ports %+v", o.service.Spec.Ports)
+	}
+}
+
+func TestNotes(t *testing.T) {
+	r := mustRender(t, values(t, "service: {port: 9000}"))
+	want := "KACHE_PLANNER_ENDPOINT=http://" + fullname + "." + namespace + ".svc.cluster.local:9000"
+	if !strings.Contains(r.notes, want) {
+		t.Errorf("notes do not print %s:\n%s", want, r.notes)
+	}
+}
+
+// TestLibraryLint runs Helm's linter, as `helm lint --strict`, in process for
+// every ci values file.
+func TestLibraryLint(t *testing.T) {
+	for _, file := range append([]string{""}, ciValuesFiles(t)...) {
+		t.Run(lintName(file), func(t *testing.T) {
+			vals := map[string]any{}
+			if file != "" {
+				v, err := chartutil.ReadValuesFile(file)
+				if err != nil {
+					t.Fatal(err)
+				}
+				vals = v
+			}
+			lint := action.NewLint()
+			lint.Strict = true
+			lint.Namespace = namespace
+			res := lint.Run([]string{chartDir}, vals)
+			for _, m := range res.Messages {
+				t.Log(m)
+			}
+			if len(res.Errors) > 0 {
+				t.Errorf("lint: %v", errors.Join(res.Errors...))
+			}
+		})
+	}
+}
+
+// lintName names a lint subtest after its values file; "" is the defaults.
+func lintName(valuesFile string) string {
+	if valuesFile == "" {
+		return "chart defaults"
+	}
+	return filepath.Base(valuesFile)
+}
+
+// helmBinary finds helm on PATH, in the tools directory where the Justfile's
+// recipes install it ($KACHE_TOOLS_DIR, else ~/.cache/kache-planner/tools),
+// or in GOBIN / GOPATH/bin.
+func helmBinary() (string, bool) {
+	if p, err := exec.LookPath("helm"); err == nil {
+		return p, true
+	}
+	var dirs []string
+	if d := os.Getenv("KACHE_TOOLS_DIR"); d != "" {
+		dirs = append(dirs, d)
+	} else if cache, err := os.UserCacheDir(); err == nil {
+		dirs = append(dirs, filepath.Join(cache, "kache-planner", "tools"))
+	}
+	if gobin := goEnv("GOBIN"); gobin != "" {
+		dirs = append(dirs, gobin)
+	}
+	if gopath := goEnv("GOPATH"); gopath != "" {
+		for _, p := range filepath.SplitList(gopath) {
+			dirs = append(dirs, filepath.Join(p, "bin"))
+		}
+	}
+	for _, d := range dirs {
+		p := filepath.Join(d, "helm")
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return p, true
+		}
+	}
+	return "", false
+}
+
+func goEnv(name string) string {
+	out, err := exec.Command("go", "env", name).Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestHelmLintStrict runs the helm binary's `lint --strict` on the chart with
+// its defaults and with each ci values file. Without a helm binary it skips,
+// except under CI=true, where it fails.
+func TestHelmLintStrict(t *testing.T) {
+	helm, ok := helmBinary()
+	if !ok {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("helm not found on PATH, in the tools directory or in $(go env GOPATH)/bin; install it with `just helm-lint`, or `go install helm.sh/helm/v3/cmd/helm@v3.22.0` from outside the module")
+		}
+		t.Skip("helm not found; install it with `go install helm.sh/helm/v3/cmd/helm@v3.22.0` from outside the module, or run `just helm-lint`")
+	}
+	for _, file := range append([]string{""}, ciValuesFiles(t)...) {
+		t.Run(lintName(file), func(t *testing.T) {
+			args := []string{"lint", "--strict", "--namespace", namespace, chartDir}
+			if file != "" {
+				args = append(args, "--values", file)
+			}
+			cmd := exec.Command(helm, args...)
+			// Keep helm away from the user's config and caches.
+			home := t.TempDir()
+			cmd.Env = append(os.Environ(),
+				"HELM_CONFIG_HOME="+filepath.Join(home, "config"),
+				"HELM_CACHE_HOME="+filepath.Join(home, "cache"),
+				"HELM_DATA_HOME="+filepath.Join(home, "data"),
+			)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s %s: %v\n%s", helm, strings.Join(args, " "), err, out)
+			}
+			t.Logf("%s", out)
+		})
+	}
+}
