@@ -216,23 +216,37 @@ func must(t testing.TB, err error) {
 	}
 }
 
-// buildService builds kache-service once per test binary.
-var buildOnce = sync.OnceValues(func() (string, error) {
+// buildService builds kache-service once per test binary: with the race
+// detector for tests, without it for benchmarks, whose figures it would skew.
+func buildService(race bool) (string, error) {
 	dir, err := os.MkdirTemp("", "kache-e2e-bin-*")
 	if err != nil {
 		return "", err
 	}
 	bin := filepath.Join(dir, "kache-service")
-	cmd := exec.Command("go", "build", "-race", "-o", bin, "../central/cmd/kache-service")
+	args := []string{"build", "-o", bin}
+	if race {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, "../central/cmd/kache-service")...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build kache-service: %v\n%s", err, out)
 	}
 	return bin, nil
-})
+}
+
+var (
+	buildRace  = sync.OnceValues(func() (string, error) { return buildService(true) })
+	buildPlain = sync.OnceValues(func() (string, error) { return buildService(false) })
+)
 
 func serviceBin(t testing.TB) string {
 	t.Helper()
-	bin, err := buildOnce()
+	build := buildRace
+	if _, bench := t.(*testing.B); bench {
+		build = buildPlain
+	}
+	bin, err := build()
 	if err != nil {
 		t.Fatal(err)
 	}
