@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/kache-planner/kache-planner/central/internal/replay"
@@ -41,6 +42,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	namespace := fs.String("namespace", replay.DefaultConfig(0).Namespace, `KACHE_NAMESPACE template of each job ("{target}", "{profile}", "{features}"); empty = unset`)
 	experimental := fs.Bool("experimental", false, "also score the prototype planner ranking (planner_proto) with every change")
 	protoOpts := fs.String("proto", "", "score planner_proto with only these changes: comma-separated versions,unseen,identity,toolchain")
+	only := fs.String("only", "", "score only these policies (comma-separated; none is always scored); the results file then lacks the others")
 	quiet := fs.Bool("quiet", false, "no progress on stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	if err := fs.Parse(args); err != nil {
@@ -69,6 +71,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	cfg := replay.DefaultConfig(*seed)
 	cfg.Namespace = *namespace
+	if *only != "" {
+		cfg.Only = strings.Split(*only, ",")
+	}
 	switch {
 	case *protoOpts != "":
 		o, err := replay.ParseProtoOptions(*protoOpts)

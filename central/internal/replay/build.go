@@ -66,7 +66,7 @@ func newBuild(r *runner, seq, commit, jobIndex int, g *LockGraph) *Build {
 	b := &Build{
 		Seq: seq, Commit: commit, Job: job, JobIndex: jobIndex,
 		Namespace: namespaceFor(r.cfg.Namespace, job),
-		Toolchain: toolchainDiag(r.sched.StartMs[commit]/1000, r.cfg.ToolchainLagSec),
+		Toolchain: Toolchain(r.sched.StartMs[commit]/1000, r.cfg.ToolchainLagSec),
 		StartMs:   r.sched.StartMs[commit],
 		Lock:      g, LockSHA: c.Lock,
 		First: r.sched.FirstOfBranch[commit],
@@ -102,8 +102,10 @@ func newBuild(r *runner, seq, commit, jobIndex int, g *LockGraph) *Build {
 
 // Manifest is what `kache save-manifest` writes after the build: one entry
 // per key with the crate name, compile time and size, plus the ingest
-// extensions central accepts (namespace, lock deps, target, profile).
-// Entries are in build order.
+// extensions central accepts (namespace, lock deps, target, profile) and the
+// runner context a sidecar would add, whose label "rustc" holds the
+// toolchain (central ignores it; the prototype reads it). Entries are in
+// build order.
 func (b *Build) Manifest(endMs int64) wire.BuildManifest {
 	m := wire.BuildManifest{
 		Version:     3,
@@ -113,6 +115,7 @@ func (b *Build) Manifest(endMs int64) wire.BuildManifest {
 		Namespace:   b.Namespace,
 		Target:      b.Job.Target,
 		Profile:     b.Job.Profile,
+		Runner:      runnerContext(b),
 	}
 	for i := range b.Units {
 		u := &b.Units[i]
@@ -122,4 +125,9 @@ func (b *Build) Manifest(endMs int64) wire.BuildManifest {
 		m.CargoLockDeps = b.Lock.LockDeps
 	}
 	return m
+}
+
+// runnerContext is the CI context a sidecar reports with a build.
+func runnerContext(b *Build) *wire.RunnerContext {
+	return &wire.RunnerContext{Labels: map[string]string{"rustc": b.Toolchain}}
 }

@@ -74,7 +74,8 @@ func WriteChart(path string, res *Result) error {
 	for pi, panel := range panels {
 		top := panelTop1 + pi*(panelHeight+panelGap)
 		drawAxes(img, top, panel.title, res)
-		for _, name := range res.Order {
+		// The oracle first, so the policies close to it stay visible.
+		for _, name := range drawOrder(res.Order) {
 			drawSeries(img, top, res.Scores[name], window, panel.metric, policyColors[name])
 		}
 	}
@@ -92,6 +93,21 @@ func WriteChart(path string, res *Result) error {
 		return fmt.Errorf("write chart: %w", err)
 	}
 	return nil
+}
+
+func drawOrder(order []string) []string {
+	out := make([]string, 0, len(order))
+	for _, n := range order {
+		if n == PolicyOracle {
+			out = append(out, n)
+		}
+	}
+	for _, n := range order {
+		if n != PolicyOracle {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 func drawAxes(img *image.RGBA, top int, title string, res *Result) {

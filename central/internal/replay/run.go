@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/kache-planner/kache-planner/shared/wire"
 )
@@ -24,6 +25,10 @@ type Config struct {
 	// Proto, when set, adds the prototype planner (planner_proto) with
 	// these changes.
 	Proto *ProtoOptions
+	// Only, when set, scores just these policies (a measurement aid: the
+	// results file then lacks the others). The fallback planner still
+	// answers for remote planners that fall back.
+	Only []string
 	// Progress, when set, is called after each commit.
 	Progress func(done, total int)
 }
@@ -45,13 +50,15 @@ func DefaultConfig(seed uint64) Config {
 // Result is one run: the results file's content plus the per-build scores
 // the chart draws.
 type Result struct {
-	Project  string                  `json:"project"`
-	Seed     uint64                  `json:"seed"`
-	Commits  int                     `json:"commits"`
-	Branches int                     `json:"branches"`
-	Builds   int                     `json:"builds"`
-	Model    Model                   `json:"model"`
-	Policies map[string]PolicyResult `json:"policies"`
+	Project string `json:"project"`
+	Seed    uint64 `json:"seed"`
+	Commits int    `json:"commits"`
+	// BuiltCommits excludes the inner commits of same-time runs.
+	BuiltCommits int                     `json:"built_commits"`
+	Branches     int                     `json:"branches"`
+	Builds       int                     `json:"builds"`
+	Model        Model                   `json:"model"`
+	Policies     map[string]PolicyResult `json:"policies"`
 	// Order lists the policies in table order.
 	Order []string `json:"-"`
 	// Scores holds each policy's per-build scores in build order.
@@ -100,9 +107,6 @@ func Run(t *Trace, cfg Config) (res *Result, err error) {
 		return nil, errors.New("run replay: no jobs configured")
 	}
 	r := &runner{trace: t, cfg: cfg, sched: NewSchedule(t), bucket: NewBucket()}
-	for i, c := range t.Commits {
-		bfp[i] = c.FirstParent
-	}
 	closers, err := r.setupPolicies()
 	for _, c := range closers {
 		defer func() {
@@ -118,7 +122,6 @@ func Run(t *Trace, cfg Config) (res *Result, err error) {
 	if err := r.replay(); err != nil {
 		return nil, err
 	}
-	printDiag()
 	return r.result(), nil
 }
 
@@ -130,14 +133,19 @@ func (r *runner) setupPolicies() ([]io.Closer, error) {
 		return nil, err
 	}
 	closers := []io.Closer{c}
-	r.policies = []Policy{none{}, fb, newKacheService(), &lockfileAll{bucket: r.bucket, maxKeys: r.cfg.Transfer.MaxKeys}, c, oracle{}}
+	all := []Policy{none{}, fb, newKacheService(), &lockfileAll{bucket: r.bucket, maxKeys: r.cfg.Transfer.MaxKeys}, c, oracle{}}
 	if r.cfg.Proto != nil {
 		p, err := newProto(*r.cfg.Proto)
 		if err != nil {
 			return closers, err
 		}
 		closers = append(closers, p)
-		r.policies = append(r.policies, p)
+		all = append(all, p)
+	}
+	for _, p := range all {
+		if len(r.cfg.Only) == 0 || slices.Contains(r.cfg.Only, p.Name()) || p.Name() == PolicyNone {
+			r.policies = append(r.policies, p)
+		}
 	}
 	return closers, nil
 }
@@ -153,6 +161,9 @@ func (r *runner) replay() error {
 			if err := r.complete(pending.Pop()); err != nil {
 				return err
 			}
+		}
+		if !r.sched.Built[i] {
+			continue
 		}
 		g, err := r.trace.Lock(r.trace.Commits[i].Lock)
 		if err != nil {
@@ -188,7 +199,6 @@ func (r *runner) scoreBuild(b *Build) (float64, error) {
 		downloads := r.cfg.Transfer.Schedule(r.cfg.Transfer.Admit(cands), r.bucket)
 		sim := r.cfg.Build.Simulate(b, prefetchedUnits(b, downloads), r.cfg.Transfer)
 		r.scores[k] = append(r.scores[k], scoreBuild(b, downloads, sim))
-		diagnose(p.Name(), b, downloads)
 		if p.Name() == PolicyNone {
 			wall = sim.WallMs
 		}
@@ -244,6 +254,11 @@ func (r *runner) result() *Result {
 		Model:    Model{Jobs: r.cfg.Jobs, Namespace: r.cfg.Namespace, ToolchainLagSec: r.cfg.ToolchainLagSec, Cost: r.cfg.Cost, Transfer: r.cfg.Transfer, Build: r.cfg.Build, Proto: r.cfg.Proto},
 		Policies: map[string]PolicyResult{},
 		Scores:   map[string][]BuildScore{},
+	}
+	for _, b := range r.sched.Built {
+		if b {
+			res.BuiltCommits++
+		}
 	}
 	for k, p := range r.policies {
 		s := r.scores[k]

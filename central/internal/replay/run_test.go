@@ -125,7 +125,7 @@ func TestRunSynthetic(t *testing.T) {
 		s    func(PolicyResult) Summary
 	}{{"overall", func(p PolicyResult) Summary { return p.Overall }}, {"first_build", func(p PolicyResult) Summary { return p.FirstBuild }}} {
 		o := scope.s(res.Policies[PolicyOracle])
-		if o.NeededAvailable == 0 || o.Recall != 1 || o.BytePrecision != 1 {
+		if o.NeededAvailable == 0 || o.Recall != 1 || o.BytePrecision != 1 || o.MissedBytes != 0 || o.WasteBytes != (Waste{}) {
 			t.Errorf("oracle %s: %+v, want recall and byte precision 1", scope.name, o)
 		}
 		n := scope.s(res.Policies[PolicyNone])

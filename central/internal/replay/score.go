@@ -20,6 +20,33 @@ type BuildScore struct {
 	OnTime         int
 	CompileMsSaved uint64
 	WallMs         float64
+	// Waste splits the fetched bytes that were not useful by cause, and
+	// MissedBytes sums the available needed artifacts not fetched.
+	Waste       Waste
+	MissedBytes uint64
+}
+
+// Waste is fetched-but-useless bytes by cause, for tuning planners.
+type Waste struct {
+	// Stale: the crate is in the build but none of its needed keys was in
+	// the bucket (it changed: a bump below it, a member edit, a toolchain
+	// update), so any variant fetched was useless.
+	Stale uint64 `json:"stale"`
+	// ExtraVariant: the crate's needed keys were all fetched; this was one
+	// more variant.
+	ExtraVariant uint64 `json:"extra_variant"`
+	// WrongVariant: a needed, available key of the crate was not fetched
+	// and this variant was fetched instead.
+	WrongVariant uint64 `json:"wrong_variant"`
+	// Foreign: the crate is not in the build at all.
+	Foreign uint64 `json:"foreign"`
+}
+
+func (w *Waste) add(o Waste) {
+	w.Stale += o.Stale
+	w.ExtraVariant += o.ExtraVariant
+	w.WrongVariant += o.WrongVariant
+	w.Foreign += o.Foreign
 }
 
 // scoreBuild scores a plan's downloads and the build run they fed.
@@ -32,6 +59,7 @@ func scoreBuild(b *Build, downloads []Download, sim SimResult) BuildScore {
 			needed[b.Units[i].Key] = true
 		}
 	}
+	var wasted []*Download
 	for i := range downloads {
 		d := &downloads[i]
 		if !d.Exists {
@@ -42,6 +70,37 @@ func scoreBuild(b *Build, downloads []Download, sim SimResult) BuildScore {
 			s.Useful++
 			s.UsefulBytes += d.Size
 			needed[d.Key] = false // a key counts once
+		} else {
+			wasted = append(wasted, d)
+		}
+	}
+	// What is left true in needed was missed.
+	byCrate := make(map[string][]*Unit, len(b.Units))
+	for i := range b.Units {
+		u := &b.Units[i]
+		byCrate[u.Crate] = append(byCrate[u.Crate], u)
+		if needed[u.Key] {
+			s.MissedBytes += u.SizeBytes
+		}
+	}
+	for _, d := range wasted {
+		units, ok := byCrate[d.Crate]
+		if !ok {
+			s.Waste.Foreign += d.Size
+			continue
+		}
+		available, missed := false, false
+		for _, u := range units {
+			available = available || u.Available
+			missed = missed || needed[u.Key]
+		}
+		switch {
+		case !available:
+			s.Waste.Stale += d.Size
+		case missed:
+			s.Waste.WrongVariant += d.Size
+		default:
+			s.Waste.ExtraVariant += d.Size
 		}
 	}
 	return s
@@ -84,6 +143,8 @@ type Summary struct {
 	NeededAvailable int     `json:"needed_available"`
 	Useful          int     `json:"useful"`
 	UsefulBytes     uint64  `json:"useful_bytes"`
+	MissedBytes     uint64  `json:"missed_bytes"`
+	WasteBytes      Waste   `json:"waste_bytes"`
 	MeanBuildMs     float64 `json:"mean_build_ms"`
 }
 
@@ -101,6 +162,8 @@ func Summarize(scores []BuildScore, keep func(*BuildScore) bool) Summary {
 		s.NeededAvailable += b.Available
 		s.Useful += b.Useful
 		s.UsefulBytes += b.UsefulBytes
+		s.MissedBytes += b.MissedBytes
+		s.WasteBytes.add(b.Waste)
 		s.BytesFetched += b.FetchedBytes
 		s.Requests += b.Requests
 		s.CompileMsSaved += b.CompileMsSaved

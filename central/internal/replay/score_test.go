@@ -16,22 +16,33 @@ func TestScoreBuild(t *testing.T) {
 		{Key: key('b'), Crate: "b", SizeBytes: 300, Available: true},
 		{Key: key('c'), Crate: "c", SizeBytes: 50},
 	}}
+	// Other variants of crates a, b and c, and a crate not in the build.
+	other := func(c byte, crate string, size uint64) Download {
+		return Download{Key: key(c), Crate: crate, Exists: true, Size: size}
+	}
 	tests := []struct {
 		name      string
 		downloads []Download
 		want      BuildScore
 	}{
-		{"nothing fetched", nil, BuildScore{Available: 2}},
+		{"nothing fetched", nil, BuildScore{Available: 2, MissedBytes: 400}},
 		{"one useful, one useless, one 404", []Download{
-			{Key: key('a'), Exists: true, Size: 100},
-			{Key: key('d'), Exists: true, Size: 200},
-			{Key: key('e')},
-		}, BuildScore{Available: 2, Useful: 1, UsefulBytes: 100, FetchedBytes: 300, Requests: 3}},
-		{"needed but unavailable key is a 404", []Download{{Key: key('c')}}, BuildScore{Available: 2, Requests: 1}},
+			{Key: key('a'), Crate: "a", Exists: true, Size: 100},
+			other('d', "d", 200),
+			{Key: key('e'), Crate: "e"},
+		}, BuildScore{Available: 2, Useful: 1, UsefulBytes: 100, FetchedBytes: 300, Requests: 3, MissedBytes: 300, Waste: Waste{Foreign: 200}}},
+		{"needed but unavailable key is a 404", []Download{{Key: key('c'), Crate: "c"}}, BuildScore{Available: 2, Requests: 1, MissedBytes: 400}},
 		{"a key counts once", []Download{
-			{Key: key('b'), Exists: true, Size: 300},
-			{Key: key('b'), Exists: true, Size: 300},
-		}, BuildScore{Available: 2, Useful: 1, UsefulBytes: 300, FetchedBytes: 600, Requests: 2}},
+			{Key: key('b'), Crate: "b", Exists: true, Size: 300},
+			{Key: key('b'), Crate: "b", Exists: true, Size: 300},
+		}, BuildScore{Available: 2, Useful: 1, UsefulBytes: 300, FetchedBytes: 600, Requests: 2, MissedBytes: 100, Waste: Waste{ExtraVariant: 300}}},
+		{"waste by cause", []Download{
+			{Key: key('a'), Crate: "a", Exists: true, Size: 100},
+			other('x', "a", 10), // a's key was fetched too
+			other('y', "b", 20), // b's key was not
+			other('z', "c", 40), // c's key is not in the bucket
+		}, BuildScore{Available: 2, Useful: 1, UsefulBytes: 100, FetchedBytes: 170, Requests: 4, MissedBytes: 300,
+			Waste: Waste{ExtraVariant: 10, WrongVariant: 20, Stale: 40}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -44,9 +55,9 @@ func TestScoreBuild(t *testing.T) {
 
 func TestSummarize(t *testing.T) {
 	scores := []BuildScore{
-		{First: true, Available: 4, Useful: 3, UsefulBytes: 300, FetchedBytes: 400, Requests: 5, OnTime: 2, CompileMsSaved: 1000, WallMs: 10},
+		{First: true, Available: 4, Useful: 3, UsefulBytes: 300, FetchedBytes: 400, Requests: 5, OnTime: 2, CompileMsSaved: 1000, WallMs: 10, MissedBytes: 70, Waste: Waste{Foreign: 100}},
 		{Available: 6, Useful: 6, UsefulBytes: 600, FetchedBytes: 600, Requests: 6, OnTime: 6, CompileMsSaved: 500, WallMs: 30},
-		{Available: 0, FetchedBytes: 1000, Requests: 2, WallMs: 20},
+		{Available: 0, FetchedBytes: 1000, Requests: 2, WallMs: 20, Waste: Waste{Stale: 1000}},
 	}
 	tests := []struct {
 		name string
@@ -55,9 +66,9 @@ func TestSummarize(t *testing.T) {
 	}{
 		// 9/10 keys, 900/2000 bytes, 8/10 on time.
 		{"all", nil, Summary{Builds: 3, Recall: 0.9, BytePrecision: 0.45, BytesFetched: 2000, Requests: 13, OnTime: 0.8, CompileMsSaved: 1500,
-			NeededAvailable: 10, Useful: 9, UsefulBytes: 900, MeanBuildMs: 20}},
+			NeededAvailable: 10, Useful: 9, UsefulBytes: 900, MissedBytes: 70, WasteBytes: Waste{Stale: 1000, Foreign: 100}, MeanBuildMs: 20}},
 		{"first builds", func(b *BuildScore) bool { return b.First }, Summary{Builds: 1, Recall: 0.75, BytePrecision: 0.75, BytesFetched: 400, Requests: 5, OnTime: 0.5, CompileMsSaved: 1000,
-			NeededAvailable: 4, Useful: 3, UsefulBytes: 300, MeanBuildMs: 10}},
+			NeededAvailable: 4, Useful: 3, UsefulBytes: 300, MissedBytes: 70, WasteBytes: Waste{Foreign: 100}, MeanBuildMs: 10}},
 		{"none selected", func(*BuildScore) bool { return false }, Summary{}},
 	}
 	for _, tt := range tests {

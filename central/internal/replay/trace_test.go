@@ -1,10 +1,12 @@
 package replay
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -93,5 +95,41 @@ func writeFile(t *testing.T, path, content string) {
 	}
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestScheduleSameTimeRuns(t *testing.T) {
+	const lock = "1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a"
+	commits := []Commit{
+		{Commit: "a", Time: 1, FirstParent: true},
+		{Commit: "b", Parents: []string{"a"}, Time: 2, FirstParent: true},
+		{Commit: "c", Parents: []string{"b"}, Time: 2, FirstParent: true},
+		{Commit: "d", Parents: []string{"c"}, Time: 3, FirstParent: true},
+		{Commit: "e", Parents: []string{"d"}, Time: 4},
+		{Commit: "f", Parents: []string{"e"}, Time: 4},
+		{Commit: "g", Parents: []string{"d", "f"}, Time: 4, FirstParent: true},
+	}
+	var lines strings.Builder
+	for _, c := range commits {
+		c.Lock = lock
+		b, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines.Write(append(b, '\n'))
+	}
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "commits.jsonl"), lines.String())
+	writeFile(t, filepath.Join(dir, "locks", lock+".lock"), "version = 3\n")
+	tr, err := LoadTrace(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSchedule(tr)
+	if want := []bool{true, false, true, true, false, true, true}; !slices.Equal(s.Built, want) {
+		t.Errorf("built %v, want %v", s.Built, want)
+	}
+	if want := []bool{false, false, false, false, false, true, false}; !slices.Equal(s.FirstOfBranch, want) {
+		t.Errorf("first of branch %v, want %v", s.FirstOfBranch, want)
 	}
 }

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestRun(t *testing.T) {
+	dir := t.TempDir()
+	jsonOut, pngOut := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.png")
+	var stdout, stderr bytes.Buffer
+	err := run([]string{"--trace", "../../internal/replay/testdata/tiny", "--json", jsonOut, "--png", pngOut, "--seed", "5", "--quiet"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+	b, err := os.ReadFile(jsonOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		Project  string                    `json:"project"`
+		Policies map[string]map[string]any `json:"policies"`
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Project != "tiny" || len(res.Policies) != 6 {
+		t.Errorf("project %q with %d policies", res.Project, len(res.Policies))
+	}
+	if _, err := os.Stat(pngOut); err != nil {
+		t.Error(err)
+	}
+	if !strings.Contains(stdout.String(), "oracle") {
+		t.Errorf("table:\n%s", stdout.String())
+	}
+}
+
+func TestRunRejects(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{"no flags", nil},
+		{"no json", []string{"--trace", "x"}},
+		{"missing trace", []string{"--trace", "does-not-exist", "--json", "x.json"}},
+		{"bad proto", []string{"--trace", "../../internal/replay/testdata/tiny", "--json", "x.json", "--proto", "telepathy"}},
+		{"from-git without repo", []string{"from-git", "--out", "x"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := run(tt.args, &bytes.Buffer{}, &bytes.Buffer{}); err == nil {
+				t.Error("run succeeded")
+			}
+		})
+	}
+}
