@@ -230,20 +230,12 @@ func postManifest(c *fasthttp.HostClient, o options, b int) error {
 		m.CargoLockDeps = append(m.CargoLockDeps, wire.LockDep{Name: crateName(crate), Version: depVersion(b, o)})
 	}
 	body, _ := json.Marshal(m)
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI("http://" + c.Addr + "/v1/manifests")
-	req.Header.SetMethod("POST")
-	req.Header.SetContentType("application/json")
-	req.SetBody(body)
-	if err := c.Do(req, resp); err != nil {
-		return fmt.Errorf("post manifest %d: %w", b, err)
-	}
-	if resp.StatusCode() != 200 {
-		return fmt.Errorf("post manifest %d: %d %s", b, resp.StatusCode(), resp.Body())
-	}
-	return nil
+	return postJSON(c, "/v1/manifests", body, func(status int, reply []byte) error {
+		if status != 200 {
+			return fmt.Errorf("post manifest %d: %d %s", b, status, reply)
+		}
+		return nil
+	})
 }
 
 // depVersion changes every few builds, as lock bumps do.
@@ -265,29 +257,42 @@ func benchIntent(o options) wire.BuildIntent {
 	return in
 }
 
-func planOnce(c *fasthttp.HostClient, body []byte, decode bool) (wire.PrefetchPlan, error) {
+// postJSON posts body and hands the reply to check before the response is
+// released (fasthttp reuses it).
+func postJSON(c *fasthttp.HostClient, path string, body []byte, check func(status int, reply []byte) error) error {
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI("http://" + c.Addr + "/v2/prefetch-plan")
+	req.SetRequestURI("http://" + c.Addr + path)
 	req.Header.SetMethod("POST")
 	req.Header.SetContentType("application/json")
 	req.SetBody(body)
 	if err := c.Do(req, resp); err != nil {
-		return wire.PrefetchPlan{}, err
+		return fmt.Errorf("post %s: %w", path, err)
 	}
-	if resp.StatusCode() != 200 {
-		return wire.PrefetchPlan{}, fmt.Errorf("plan status %d", resp.StatusCode())
-	}
-	// Decoding every reply would make the load generator the bottleneck on
-	// two cores; the first is decoded and checked, the rest only sized.
-	if !decode {
-		if len(resp.Body()) < 64 {
-			return wire.PrefetchPlan{}, fmt.Errorf("short plan %q", resp.Body())
+	return check(resp.StatusCode(), resp.Body())
+}
+
+func planOnce(c *fasthttp.HostClient, body []byte, decode bool) (wire.PrefetchPlan, error) {
+	var plan wire.PrefetchPlan
+	err := postJSON(c, "/v2/prefetch-plan", body, func(status int, reply []byte) error {
+		if status != 200 {
+			return fmt.Errorf("plan status %d", status)
 		}
-		return wire.PrefetchPlan{}, nil
-	}
-	return wire.DecodePlan(resp.Body())
+		// Decoding every reply would make the load generator the
+		// bottleneck on two cores; the first is decoded and checked, the
+		// rest only sized.
+		if !decode {
+			if len(reply) < 64 {
+				return fmt.Errorf("short plan %q", reply)
+			}
+			return nil
+		}
+		var err error
+		plan, err = wire.DecodePlan(reply)
+		return err
+	})
+	return plan, err
 }
 
 // lookups does the store reads one plan of the intent does.
