@@ -6,11 +6,11 @@ package replay
 // demand, or compiles.
 type BuildModel struct {
 	// Slots is how many crates compile at once (the runner's cores).
-	Slots int
+	Slots int `json:"slots"`
 	// RestoreMs and RestoreBytesPerMs: importing a local artifact costs
 	// RestoreMs + size/RestoreBytesPerMs.
-	RestoreMs         float64
-	RestoreBytesPerMs float64
+	RestoreMs         float64 `json:"restore_ms"`
+	RestoreBytesPerMs float64 `json:"restore_bytes_per_ms"`
 }
 
 // DefaultBuildModel is a 4-core runner restoring at 400 MiB/s.

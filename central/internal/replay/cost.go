@@ -13,24 +13,24 @@ import (
 // each build adds jitter to the compile time it reports (sizes belong to the
 // key: the same key is the same artifact).
 type CostModel struct {
-	Seed uint64
+	Seed uint64 `json:"seed"`
 	// CompileMedianMs and CompileSigma: compile time is
 	// median * exp(sigma * z) for a standard normal z.
-	CompileMedianMs float64
-	CompileSigma    float64
+	CompileMedianMs float64 `json:"compile_median_ms"`
+	CompileSigma    float64 `json:"compile_sigma"`
 	// SizeMedianBytes and SizeSigma: the compressed artifact size, the same
 	// way, with its z correlated with the compile time's by SizeCorrelation.
-	SizeMedianBytes float64
-	SizeSigma       float64
-	SizeCorrelation float64
+	SizeMedianBytes float64 `json:"size_median_bytes"`
+	SizeSigma       float64 `json:"size_sigma"`
+	SizeCorrelation float64 `json:"size_correlation"`
 	// VersionSigma perturbs both per crate version.
-	VersionSigma float64
+	VersionSigma float64 `json:"version_sigma"`
 	// ReleaseCompile and ReleaseSize scale release builds (optimisation
 	// costs time, dropping debuginfo shrinks the rlib).
-	ReleaseCompile float64
-	ReleaseSize    float64
+	ReleaseCompile float64 `json:"release_compile"`
+	ReleaseSize    float64 `json:"release_size"`
 	// JitterSigma is each build's noise on compile time.
-	JitterSigma float64
+	JitterSigma float64 `json:"jitter_sigma"`
 }
 
 // DefaultCostModel returns the documented defaults.

@@ -155,32 +155,31 @@ func (r *runner) replay() error {
 		return a.end < b.end || a.end == b.end && a.build.Seq < b.build.Seq
 	})
 	seq := 0
-	for i := range r.trace.Commits {
+	for done, i := range r.sched.Order {
 		start := r.sched.StartMs[i]
 		for pending.Len() > 0 && pending.Peek().end <= start {
 			if err := r.complete(pending.Pop()); err != nil {
 				return err
 			}
 		}
-		if !r.sched.Built[i] {
-			continue
-		}
-		g, err := r.trace.Lock(r.trace.Commits[i].Lock)
-		if err != nil {
-			return fmt.Errorf("replay commit %s: %w", r.trace.Commits[i].Commit, err)
-		}
-		for j := range r.cfg.Jobs {
-			b := newBuild(r, seq, i, j, g)
-			seq++
-			wall, err := r.scoreBuild(b)
+		if r.sched.Built[i] {
+			g, err := r.trace.Lock(r.trace.Commits[i].Lock)
 			if err != nil {
-				return err
+				return fmt.Errorf("replay commit %s: %w", r.trace.Commits[i].Commit, err)
 			}
-			end := start + int64(wall)
-			pending.Push(&completed{end: end, build: b, manifest: b.Manifest(end)})
+			for j := range r.cfg.Jobs {
+				b := newBuild(r, seq, i, j, g)
+				seq++
+				wall, err := r.scoreBuild(b)
+				if err != nil {
+					return err
+				}
+				end := start + int64(wall)
+				pending.Push(&completed{end: end, build: b, manifest: b.Manifest(end)})
+			}
 		}
 		if r.cfg.Progress != nil {
-			r.cfg.Progress(i+1, len(r.trace.Commits))
+			r.cfg.Progress(done+1, len(r.trace.Commits))
 		}
 	}
 	return nil

@@ -2,9 +2,12 @@ package replay
 
 // Schedule says when each commit is built and which branch it belongs to.
 type Schedule struct {
+	// Order lists the commits in the order they are built: by committer
+	// time, parents first.
+	Order []int
 	// StartMs[i] is when commit i's jobs start, in unix milliseconds: its
 	// committer time, pushed forward so that builds never go back in time
-	// (rebases and clock skew leave a few commits older than their parents).
+	// (rebases and clock skew leave commits older than their parents).
 	StartMs []int64
 	// Built[i] is false for a commit CI never builds on its own: one
 	// followed, on the same line, by its child with the same committer time.
@@ -21,27 +24,35 @@ type Schedule struct {
 	Branches int
 }
 
-// NewSchedule builds commits in file order (parents first), except the
-// inner commits of same-time runs (see Built). A branch is the
-// set of off-main commits a first-parent merge brought in: everything
-// reachable from its second parent that is not on the first-parent line and
-// was not brought in by an earlier merge. Off-main commits no merge reaches
-// join the branch of an off-main parent, or start their own.
+// NewSchedule builds commits when they were committed: in committer-time
+// order, a commit never before its parents (ties in file order), except the
+// inner commits of same-time runs (see Built). File order alone would build
+// a branch's commits when it was merged, long after they were pushed. A
+// branch is the set of off-main commits a first-parent merge brought in:
+// everything reachable from its second parent that is not on the
+// first-parent line and was not brought in by an earlier merge. Off-main
+// commits no merge reaches join the branch of an off-main parent, or start
+// their own.
 func NewSchedule(t *Trace) Schedule {
 	n := len(t.Commits)
 	s := Schedule{StartMs: make([]int64, n), Built: make([]bool, n), Branch: make([]int, n), FirstOfBranch: make([]bool, n)}
-	var clock int64
 	for i, c := range t.Commits {
-		clock = max(c.Time*1000, clock+1)
-		s.StartMs[i] = clock
 		s.Branch[i] = -1
 		s.Built[i] = true
-		if i > 0 {
-			prev := &t.Commits[i-1]
-			if c.Time == prev.Time && c.FirstParent == prev.FirstParent && len(c.Parents) > 0 && c.Parents[0] == prev.Commit {
-				s.Built[i-1] = false
+		if len(c.Parents) > 0 {
+			if j, ok := t.index[c.Parents[0]]; ok {
+				p := &t.Commits[j]
+				if p.Time == c.Time && p.FirstParent == c.FirstParent {
+					s.Built[j] = false
+				}
 			}
 		}
+	}
+	s.Order = timeOrder(t)
+	var clock int64
+	for _, i := range s.Order {
+		clock = max(t.Commits[i].Time*1000, clock+1)
+		s.StartMs[i] = clock
 	}
 	assigned := make([]bool, n)
 	for _, c := range t.Commits {
@@ -76,8 +87,8 @@ func NewSchedule(t *Trace) Schedule {
 	for i := range first {
 		first[i] = -1
 	}
-	for i, b := range s.Branch {
-		if b >= 0 && s.Built[i] && first[b] < 0 {
+	for _, i := range s.Order {
+		if b := s.Branch[i]; b >= 0 && s.Built[i] && first[b] < 0 {
 			first[b] = i
 			s.FirstOfBranch[i] = true
 		}
@@ -104,4 +115,43 @@ func (s *Schedule) collect(t *Trace, tip string, assigned []bool) bool {
 		stack = append(stack, t.Commits[i].Parents...)
 	}
 	return found
+}
+
+// timeOrder is a topological order of the commits that takes the earliest
+// committed ready commit first (Kahn's algorithm over a heap); ties keep file
+// order.
+func timeOrder(t *Trace) []int {
+	n := len(t.Commits)
+	pending := make([]int, n)
+	children := make([][]int, n)
+	for i, c := range t.Commits {
+		seen := map[int]bool{}
+		for _, p := range c.Parents {
+			if j, ok := t.index[p]; ok && !seen[j] {
+				seen[j] = true
+				pending[i]++
+				children[j] = append(children[j], i)
+			}
+		}
+	}
+	ready := newHeap(func(a, b int) bool {
+		ta, tb := t.Commits[a].Time, t.Commits[b].Time
+		return ta < tb || ta == tb && a < b
+	})
+	for i := range n {
+		if pending[i] == 0 {
+			ready.Push(i)
+		}
+	}
+	order := make([]int, 0, n)
+	for ready.Len() > 0 {
+		i := ready.Pop()
+		order = append(order, i)
+		for _, c := range children[i] {
+			if pending[c]--; pending[c] == 0 {
+				ready.Push(c)
+			}
+		}
+	}
+	return order
 }

@@ -98,17 +98,32 @@ func writeFile(t *testing.T, path, content string) {
 	}
 }
 
-func TestScheduleSameTimeRuns(t *testing.T) {
-	const lock = "1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a"
-	commits := []Commit{
+func TestScheduleTimeOrder(t *testing.T) {
+	// c was pushed before b but is listed after it; e's clock is behind its
+	// parent's.
+	tr := traceOf(t, []Commit{
 		{Commit: "a", Time: 1, FirstParent: true},
-		{Commit: "b", Parents: []string{"a"}, Time: 2, FirstParent: true},
-		{Commit: "c", Parents: []string{"b"}, Time: 2, FirstParent: true},
-		{Commit: "d", Parents: []string{"c"}, Time: 3, FirstParent: true},
-		{Commit: "e", Parents: []string{"d"}, Time: 4},
-		{Commit: "f", Parents: []string{"e"}, Time: 4},
-		{Commit: "g", Parents: []string{"d", "f"}, Time: 4, FirstParent: true},
+		{Commit: "b", Parents: []string{"a"}, Time: 10, FirstParent: true},
+		{Commit: "c", Parents: []string{"a"}, Time: 5},
+		{Commit: "d", Parents: []string{"b", "c"}, Time: 11, FirstParent: true},
+		{Commit: "e", Parents: []string{"d"}, Time: 3, FirstParent: true},
+	})
+	s := NewSchedule(tr)
+	if want := []int{0, 2, 1, 3, 4}; !slices.Equal(s.Order, want) {
+		t.Errorf("order %v, want %v", s.Order, want)
 	}
+	if want := []int64{1000, 10000, 5000, 11000, 11001}; !slices.Equal(s.StartMs, want) {
+		t.Errorf("start times %v, want %v", s.StartMs, want)
+	}
+	if !s.FirstOfBranch[2] || s.Branches != 1 {
+		t.Errorf("first of branch %v, %d branches", s.FirstOfBranch, s.Branches)
+	}
+}
+
+// traceOf writes commits (all with one empty lock file) and loads them.
+func traceOf(t *testing.T, commits []Commit) *Trace {
+	t.Helper()
+	const lock = "1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a"
 	var lines strings.Builder
 	for _, c := range commits {
 		c.Lock = lock
@@ -125,6 +140,19 @@ func TestScheduleSameTimeRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return tr
+}
+
+func TestScheduleSameTimeRuns(t *testing.T) {
+	tr := traceOf(t, []Commit{
+		{Commit: "a", Time: 1, FirstParent: true},
+		{Commit: "b", Parents: []string{"a"}, Time: 2, FirstParent: true},
+		{Commit: "c", Parents: []string{"b"}, Time: 2, FirstParent: true},
+		{Commit: "d", Parents: []string{"c"}, Time: 3, FirstParent: true},
+		{Commit: "e", Parents: []string{"d"}, Time: 4},
+		{Commit: "f", Parents: []string{"e"}, Time: 4},
+		{Commit: "g", Parents: []string{"d", "f"}, Time: 4, FirstParent: true},
+	})
 	s := NewSchedule(tr)
 	if want := []bool{true, false, true, true, false, true, true}; !slices.Equal(s.Built, want) {
 		t.Errorf("built %v, want %v", s.Built, want)

@@ -11,20 +11,20 @@ type TransferModel struct {
 	// DispatchMs is when downloads start, counted from the build's first
 	// rustc invocation (which is what sends BuildStarted): the planner call
 	// and the daemon's dispatch.
-	DispatchMs float64
+	DispatchMs float64 `json:"dispatch_ms"`
 	// LatencyMs is each GET's time to first byte; a 404 costs only this.
-	LatencyMs float64
+	LatencyMs float64 `json:"latency_ms"`
 	// BytesPerMs is one connection's throughput.
-	BytesPerMs float64
+	BytesPerMs float64 `json:"bytes_per_ms"`
 	// Concurrency is the daemon's prefetch concurrency cap (12 for the
 	// default s3_concurrency of 16).
-	Concurrency int
+	Concurrency int `json:"concurrency"`
 	// MaxKeys, MaxBytes and DeadlineMs are prefetch_max_keys,
 	// prefetch_max_bytes (soft, checked before each launch against completed
 	// downloads) and prefetch_deadline_secs.
-	MaxKeys    int
-	MaxBytes   uint64
-	DeadlineMs float64
+	MaxKeys    int     `json:"max_keys"`
+	MaxBytes   uint64  `json:"max_bytes"`
+	DeadlineMs float64 `json:"deadline_ms"`
 }
 
 // DefaultTransferModel returns kache's defaults and a same-region object
