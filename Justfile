@@ -109,3 +109,8 @@ e2e: e2e-tools
 # Time for an empty replica to rebuild from a bucket of N build manifests (default 10,000).
 bench-rebuild N="10000": e2e-tools
     KACHE_E2E_REBUILD_MANIFESTS={{N}} go test -tags e2e -run '^$' -bench RebuildFromBucket -benchtime 1x -timeout 60m ./e2e/
+
+# Replay every shipped trace: results JSON and chart per project in replay-out/.
+replay:
+    mkdir -p replay-out
+    for t in ../shared/traces/*/; do p=$(basename "$t"); go run ./central/cmd/kache-replay --trace "$t" --json "replay-out/$p.json" --png "replay-out/$p.png"; done
