@@ -3,6 +3,7 @@ package planner
 import (
 	"cmp"
 	"fmt"
+	"github.com/kache-planner/kache-planner/shared/compose"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,7 +45,7 @@ var Outcomes = []Outcome{OutcomeExecute, OutcomeNoState, OutcomePlanningError, O
 type Config struct {
 	// Name is reported in every plan; blank becomes "planner".
 	Name   string
-	Limits Limits
+	Limits compose.Limits
 	// NominalSizeBytes is charged for a candidate of unknown size when a byte
 	// budget is applied.
 	NominalSizeBytes uint64
@@ -64,8 +65,8 @@ type Planner struct {
 // New returns a Planner over idx.
 func New(idx Index, cfg Config) *Planner {
 	cfg.Name = NormalizeName(cfg.Name)
-	if cfg.Limits == (Limits{}) {
-		cfg.Limits = DefaultLimits()
+	if cfg.Limits == (compose.Limits{}) {
+		cfg.Limits = compose.DefaultLimits()
 	}
 	if cfg.NominalSizeBytes == 0 {
 		cfg.NominalSizeBytes = 1 << 20
@@ -107,12 +108,12 @@ func (p *Planner) Plan(intent *wire.BuildIntent) (plan wire.PrefetchPlan, outcom
 	}
 	norm := normalizeIntent(intent)
 	src := &indexSource{idx: p.idx, intent: norm, perCrate: p.cfg.Limits.KeyCachePerCrate, perDep: p.cfg.ShardPerDep}
-	cands, comp, err := Compose(norm, src, p.cfg.Limits)
+	cands, comp, err := compose.Compose(norm, src, p.cfg.Limits)
 	if err != nil {
 		return plan, OutcomePlanningError, fmt.Errorf("compose plan: %w", err)
 	}
 	stats := &wire.PlanStats{
-		IntentCrates:            len(dedupe(norm.CrateNames)),
+		IntentCrates:            len(compose.Dedupe(norm.CrateNames)),
 		ResolvedCrates:          comp.Resolved,
 		FromShards:              comp.FromShards,
 		FromHistory:             comp.FromHistory,
@@ -177,7 +178,7 @@ func (s *indexSource) ShardCandidates(namespace string, deps []wire.LockDep) ([]
 		if err != nil {
 			return nil, err
 		}
-		vs, _ = capTo(s.rank(vs), s.perDep)
+		vs, _ = compose.CapTo(s.rank(vs), s.perDep)
 		for i := range vs {
 			out = append(out, candidate(&vs[i]))
 		}

@@ -1,7 +1,7 @@
 package replay
 
 import (
-	"github.com/kache-planner/kache-planner/central/internal/planner"
+	"github.com/kache-planner/kache-planner/shared/compose"
 	"github.com/kache-planner/kache-planner/shared/layout"
 	"github.com/kache-planner/kache-planner/shared/wire"
 )
@@ -20,7 +20,7 @@ func (*kacheFallback) Name() string { return PolicyKacheFallback }
 
 func (p *kacheFallback) Plan(b *Build) (wire.PrefetchPlan, error) {
 	src := &fallbackSource{bucket: p.bucket, shards: b.Lock.Shards}
-	cands, _, err := planner.Compose(&b.Intent, src, planner.DefaultLimits())
+	cands, _, err := compose.Compose(&b.Intent, src, compose.DefaultLimits())
 	if err != nil {
 		return wire.PrefetchPlan{}, err
 	}

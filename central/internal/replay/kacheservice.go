@@ -1,7 +1,7 @@
 package replay
 
 import (
-	"github.com/kache-planner/kache-planner/central/internal/planner"
+	"github.com/kache-planner/kache-planner/shared/compose"
 	"github.com/kache-planner/kache-planner/shared/wire"
 )
 
@@ -49,7 +49,7 @@ func (p *kacheService) Plan(b *Build) (wire.PrefetchPlan, error) {
 	if len(p.crates) == 0 {
 		return fallback, nil // fallback_no_candidates: an empty database
 	}
-	cands, _, err := planner.Compose(&b.Intent, p, planner.DefaultLimits())
+	cands, _, err := compose.Compose(&b.Intent, p, compose.DefaultLimits())
 	if err != nil {
 		return fallback, nil // fallback_planning_error
 	}

@@ -1,8 +1,8 @@
 package replay
 
 import (
-	"github.com/kache-planner/kache-planner/central/internal/planner"
 	"github.com/kache-planner/kache-planner/shared/cargolock"
+	"github.com/kache-planner/kache-planner/shared/compose"
 	"github.com/kache-planner/kache-planner/shared/wire"
 )
 
@@ -67,7 +67,7 @@ func (oracle) Plan(b *Build) (wire.PrefetchPlan, error) {
 		d := uint32(u.Demand)
 		cands = append(cands, wire.PrefetchCandidate{CacheKey: u.Key, CrateName: u.Crate, CompileTimeMs: u.CompileMs, SizeBytes: u.SizeBytes, Source: wire.SourceShard, DemandIndex: &d})
 	}
-	planner.SortForDispatch(cands)
+	compose.SortForDispatch(cands)
 	return executePlan(PolicyOracle, cands), nil
 }
 

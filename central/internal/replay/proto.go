@@ -2,6 +2,7 @@ package replay
 
 import (
 	"fmt"
+	"github.com/kache-planner/kache-planner/shared/compose"
 	"strings"
 	"time"
 
@@ -171,13 +172,13 @@ func (p *proto) Plan(b *Build) (wire.PrefetchPlan, error) {
 		return fallback, nil
 	}
 	src := &protoSource{p: p, intent: &in, toolchain: p.toolchain(in.Runner)}
-	lim := planner.DefaultLimits()
+	lim := compose.DefaultLimits()
 	if p.opts.SkipUnseen && in.Namespace != nil {
 		// Crates the shard pass leaves unresolved were never built in this
 		// namespace: nothing of theirs can be needed.
 		src.noFallback = true
 	}
-	cands, _, err := planner.Compose(&in, src, lim)
+	cands, _, err := compose.Compose(&in, src, lim)
 	if err != nil {
 		return fallback, fmt.Errorf("plan build %d: %w", b.Seq, err)
 	}

@@ -1,4 +1,4 @@
-package planner
+package compose
 
 import (
 	"errors"
@@ -202,9 +202,9 @@ func TestCapTo(t *testing.T) {
 		n, limit, kept, dropped int
 	}{{5, 2, 2, 3}, {2, 2, 2, 0}, {5, 0, 5, 0}}
 	for _, tt := range tests {
-		kept, dropped := capTo(make([]int, tt.n), tt.limit)
+		kept, dropped := CapTo(make([]int, tt.n), tt.limit)
 		if len(kept) != tt.kept || dropped != tt.dropped {
-			t.Errorf("capTo(%d, %d) kept %d dropped %d", tt.n, tt.limit, len(kept), dropped)
+			t.Errorf("CapTo(%d, %d) kept %d dropped %d", tt.n, tt.limit, len(kept), dropped)
 		}
 	}
 }

@@ -1,8 +1,8 @@
-// Package planner builds prefetch plans: kache's composition and dispatch
-// order (kache-protocol.md 1.7-1.8) over central's ranking index, with the
-// improvements kache's own service lacks (crate-name mapping, metadata,
-// variant choice, budgets, plan statistics).
-package planner
+// Package compose is kache's plan composition and dispatch order
+// (kache-protocol.md 1.7-1.8) over any DataSource. Central runs it over its
+// ranking index; the sidecar over the bucket's shards and key listing, the way
+// kache's local fallback does.
+package compose
 
 import (
 	"slices"
@@ -57,7 +57,7 @@ const UrgencyBucket = 16
 // may be empty; turning that into use_fallback is the caller's decision.
 func Compose(intent *wire.BuildIntent, ds DataSource, lim Limits) ([]wire.PrefetchCandidate, Composition, error) {
 	var comp Composition
-	order := dedupe(intent.CrateNames)
+	order := Dedupe(intent.CrateNames)
 	demand := make(map[string]uint32, len(order))
 	for i, n := range order {
 		demand[n] = uint32(i)
@@ -104,7 +104,7 @@ func Compose(intent *wire.BuildIntent, ds DataSource, lim Limits) ([]wire.Prefet
 			groups[r.CrateName] = append(groups[r.CrateName], r)
 		}
 		for _, n := range query {
-			g, dropped := capTo(groups[n], lim.HistoryPerCrate)
+			g, dropped := CapTo(groups[n], lim.HistoryPerCrate)
 			comp.DroppedHistoryPerCrate += dropped
 			if len(g) > 0 {
 				resolved[n] = true
@@ -133,7 +133,7 @@ func Compose(intent *wire.BuildIntent, ds DataSource, lim Limits) ([]wire.Prefet
 			}
 			continue
 		}
-		keys, dropped := capTo(keys, lim.KeyCachePerCrate)
+		keys, dropped := CapTo(keys, lim.KeyCachePerCrate)
 		comp.DroppedKeyCachePerCrate += dropped
 		for _, k := range keys {
 			if lim.KeyCacheTotal > 0 && comp.FromKeyCache >= lim.KeyCacheTotal {
@@ -156,16 +156,17 @@ func Compose(intent *wire.BuildIntent, ds DataSource, lim Limits) ([]wire.Prefet
 	return out, comp, nil
 }
 
-// capTo keeps the first limit items (all when limit is 0) and says how many
+// CapTo keeps the first limit items (all when limit is 0) and says how many
 // it dropped.
-func capTo[T any](items []T, limit int) ([]T, int) {
+func CapTo[T any](items []T, limit int) ([]T, int) {
 	if limit <= 0 || len(items) <= limit {
 		return items, 0
 	}
 	return items[:limit], len(items) - limit
 }
 
-func dedupe(names []string) []string {
+// Dedupe keeps the first occurrence of each name, in order.
+func Dedupe(names []string) []string {
 	seen := make(map[string]bool, len(names))
 	out := make([]string, 0, len(names))
 	for _, n := range names {
