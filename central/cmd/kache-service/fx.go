@@ -18,7 +18,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/kache-planner/kache-planner/central/internal/api"
-	"github.com/kache-planner/kache-planner/central/internal/bucket"
 	"github.com/kache-planner/kache-planner/central/internal/config"
 	"github.com/kache-planner/kache-planner/central/internal/crawl"
 	"github.com/kache-planner/kache-planner/central/internal/ingest"
@@ -28,6 +27,7 @@ import (
 	"github.com/kache-planner/kache-planner/central/internal/readiness"
 	"github.com/kache-planner/kache-planner/central/internal/store"
 	"github.com/kache-planner/kache-planner/shared/buildinfo"
+	"github.com/kache-planner/kache-planner/shared/s3source"
 )
 
 // opts is the whole dependency graph of kache-service.
@@ -226,7 +226,7 @@ func startCrawler(lc fx.Lifecycle, cfg config.Config, st *store.Store, ready *re
 	if cfg.S3Bucket == "" {
 		return nil
 	}
-	b, err := bucket.New(bucket.Config{Endpoint: cfg.S3Endpoint, Bucket: cfg.S3Bucket, Region: cfg.S3Region,
+	b, err := s3source.New(s3source.Config{Endpoint: cfg.S3Endpoint, Bucket: cfg.S3Bucket, Region: cfg.S3Region,
 		AccessKey: cfg.S3AccessKey, SecretKey: cfg.S3SecretKey})
 	if err != nil {
 		return err

@@ -16,17 +16,17 @@ import (
 	"time"
 
 	"github.com/kache-planner/kache-planner/central/internal/background"
-	"github.com/kache-planner/kache-planner/central/internal/bucket"
 	"github.com/kache-planner/kache-planner/central/internal/ingest"
 	"github.com/kache-planner/kache-planner/central/internal/store"
 	"github.com/kache-planner/kache-planner/shared/layout"
+	"github.com/kache-planner/kache-planner/shared/s3source"
 	"github.com/kache-planner/kache-planner/shared/wire"
 )
 
 // Source is the bucket as the crawler reads it.
 type Source interface {
-	List(ctx context.Context, prefix string, fn func(bucket.Object) error) error
-	Get(ctx context.Context, key string, limit int64) ([]byte, error)
+	List(ctx context.Context, prefix string, fn func(s3source.Object) error) error
+	ReadAll(ctx context.Context, key string, limit int64) ([]byte, error)
 }
 
 // Store is what the crawler writes to.
@@ -126,7 +126,7 @@ func (c *Crawler) Pass(ctx context.Context) (Stats, error) {
 	start := time.Now()
 	var s Stats
 	manifests := layout.BuildManifestsPrefix(c.cfg.Prefix)
-	err := c.src.List(ctx, manifests, func(o bucket.Object) error {
+	err := c.src.List(ctx, manifests, func(o s3source.Object) error {
 		if !strings.HasSuffix(o.Key, ".json") {
 			return nil
 		}
@@ -150,12 +150,12 @@ func (c *Crawler) Pass(ctx context.Context) (Stats, error) {
 	return s, nil
 }
 
-func (c *Crawler) ingestObject(ctx context.Context, o bucket.Object, rel string, s *Stats) error {
-	data, err := c.src.Get(ctx, o.Key, c.cfg.MaxObjectBytes)
+func (c *Crawler) ingestObject(ctx context.Context, o s3source.Object, rel string, s *Stats) error {
+	data, err := c.src.ReadAll(ctx, o.Key, c.cfg.MaxObjectBytes)
 	switch {
-	case errors.Is(err, bucket.ErrNotFound):
+	case errors.Is(err, s3source.ErrNotFound):
 		return nil // deleted between list and get
-	case errors.Is(err, bucket.ErrTooLarge):
+	case errors.Is(err, s3source.ErrTooLarge):
 		s.Invalid++
 		c.log.Warn("skipping oversized manifest", "key", o.Key)
 		return c.mark(o)
@@ -219,7 +219,7 @@ func (c *Crawler) ingestObject(ctx context.Context, o bucket.Object, rel string,
 }
 
 // mark records an object that teaches nothing, so it is not read again.
-func (c *Crawler) mark(o bucket.Object) error {
+func (c *Crawler) mark(o s3source.Object) error {
 	_, err := c.st.Apply(store.Observation{Objects: map[string]string{o.Key: o.ETag}})
 	return err
 }
@@ -256,7 +256,7 @@ func (c *Crawler) listKeys(ctx context.Context, s *Stats) error {
 		return nil
 	}
 	prefix := layout.EntryManifestsPrefix(c.cfg.Prefix)
-	err := c.src.List(ctx, prefix, func(o bucket.Object) error {
+	err := c.src.List(ctx, prefix, func(o s3source.Object) error {
 		crate, key, ok := layout.ParseEntryManifestKey(c.cfg.Prefix, o.Key)
 		if !ok {
 			s.Invalid++

@@ -12,9 +12,9 @@ import (
 
 	"github.com/syndtr/goleveldb/leveldb/storage"
 
-	"github.com/kache-planner/kache-planner/central/internal/bucket"
 	"github.com/kache-planner/kache-planner/central/internal/store"
 	"github.com/kache-planner/kache-planner/shared/layout"
+	"github.com/kache-planner/kache-planner/shared/s3source"
 	"github.com/kache-planner/kache-planner/shared/wire"
 )
 
@@ -41,7 +41,7 @@ func (b *memBucket) put(key string, v any) {
 	b.etags[key] = fmt.Sprintf("etag-%d-%d", len(data), len(b.etags))
 }
 
-func (b *memBucket) List(ctx context.Context, prefix string, fn func(bucket.Object) error) error {
+func (b *memBucket) List(ctx context.Context, prefix string, fn func(s3source.Object) error) error {
 	b.mu.Lock()
 	var keys []string
 	for k := range b.objects {
@@ -53,7 +53,7 @@ func (b *memBucket) List(ctx context.Context, prefix string, fn func(bucket.Obje
 	sort.Strings(keys)
 	for _, k := range keys {
 		b.mu.Lock()
-		o := bucket.Object{Key: k, ETag: b.etags[k], Size: int64(len(b.objects[k])), LastModified: time.UnixMilli(1_700_000_000_000)}
+		o := s3source.Object{Key: k, ETag: b.etags[k], Size: int64(len(b.objects[k])), LastModified: time.UnixMilli(1_700_000_000_000)}
 		b.mu.Unlock()
 		if err := fn(o); err != nil {
 			return err
@@ -62,16 +62,16 @@ func (b *memBucket) List(ctx context.Context, prefix string, fn func(bucket.Obje
 	return ctx.Err()
 }
 
-func (b *memBucket) Get(_ context.Context, key string, limit int64) ([]byte, error) {
+func (b *memBucket) ReadAll(_ context.Context, key string, limit int64) ([]byte, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.gets++
 	d, ok := b.objects[key]
 	if !ok {
-		return nil, bucket.ErrNotFound
+		return nil, s3source.ErrNotFound
 	}
 	if int64(len(d)) > limit {
-		return nil, bucket.ErrTooLarge
+		return nil, s3source.ErrTooLarge
 	}
 	return d, nil
 }

@@ -1,6 +1,7 @@
-// Package bucket reads kache's S3 bucket with minio-go. It is the only
-// central package that imports minio-go; the crawler sees plain types.
-package bucket
+// Package s3source reads kache's S3 bucket with minio-go. It is the only
+// package that imports minio-go: central's crawler and the sidecar's planner
+// and prefetch engine see plain types.
+package s3source
 
 import (
 	"context"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -29,9 +31,15 @@ type Config struct {
 	Region    string
 	AccessKey string
 	SecretKey string
+	// MaxConns bounds idle connections kept to the store; the prefetch
+	// engine sets it to its concurrency plus the demand lanes. Default 16.
+	MaxConns int
+	// MaxRetries is minio-go's retry count for a request that fails before
+	// its body starts. Default 3.
+	MaxRetries int
 }
 
-// Object is one listed object.
+// Object is one object's metadata.
 type Object struct {
 	Key          string
 	ETag         string
@@ -48,13 +56,13 @@ type Bucket struct {
 // New connects (lazily) to the bucket.
 func New(cfg Config) (*Bucket, error) {
 	if cfg.Bucket == "" {
-		return nil, errors.New("bucket: no bucket name")
+		return nil, errors.New("s3source: no bucket name")
 	}
 	host, secure := "s3.amazonaws.com", true
 	if cfg.Endpoint != "" {
 		u, err := url.Parse(cfg.Endpoint)
 		if err != nil || u.Host == "" {
-			return nil, fmt.Errorf("bucket: endpoint %q is not a URL", cfg.Endpoint)
+			return nil, fmt.Errorf("s3source: endpoint %q is not a URL", cfg.Endpoint)
 		}
 		host, secure = u.Host, u.Scheme != "http"
 	}
@@ -66,29 +74,35 @@ func New(cfg Config) (*Bucket, error) {
 	}
 	tr, err := minio.DefaultTransport(secure)
 	if err != nil {
-		return nil, fmt.Errorf("bucket: transport: %w", err)
+		return nil, fmt.Errorf("s3source: transport: %w", err)
 	}
-	tr.MaxIdleConnsPerHost = 16
+	tr.MaxIdleConnsPerHost = cmpOr(cfg.MaxConns, 16)
+	// Packs are zstd already; asking for gzip would only cost CPU.
+	tr.DisableCompression = true
 	c, err := minio.New(host, &minio.Options{
 		Creds:        creds,
 		Secure:       secure,
 		Region:       cmpOr(cfg.Region, "us-east-1"),
 		BucketLookup: minio.BucketLookupPath,
 		Transport:    tr,
-		MaxRetries:   3,
+		MaxRetries:   cmpOr(cfg.MaxRetries, 3),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("bucket: client: %w", err)
+		return nil, fmt.Errorf("s3source: client: %w", err)
 	}
 	return &Bucket{c: c, bucket: cfg.Bucket}, nil
 }
 
-func cmpOr(a, b string) string {
-	if a != "" {
+func cmpOr[T comparable](a, b T) T {
+	var zero T
+	if a != zero {
 		return a
 	}
 	return b
 }
+
+// Name is the bucket name.
+func (b *Bucket) Name() string { return b.bucket }
 
 // List calls fn for every object under prefix (recursively). The listing is
 // cancelled when List returns, so its goroutine never leaks.
@@ -106,17 +120,17 @@ func (b *Bucket) List(ctx context.Context, prefix string, fn func(Object) error)
 	return ctx.Err()
 }
 
-// Get reads a whole object of at most limit bytes.
-func (b *Bucket) Get(ctx context.Context, key string, limit int64) ([]byte, error) {
+// ReadAll reads a whole object of at most limit bytes.
+func (b *Bucket) ReadAll(ctx context.Context, key string, limit int64) ([]byte, error) {
 	obj, err := b.c.GetObject(ctx, b.bucket, key, minio.GetObjectOptions{})
 	if err != nil {
-		return nil, b.translate(key, err)
+		return nil, translate(key, err)
 	}
 	defer obj.Close()
 	data, err := io.ReadAll(io.LimitReader(obj, limit+1))
 	if err != nil {
 		// GetObject is lazy: a missing key shows on the first read.
-		return nil, b.translate(key, err)
+		return nil, translate(key, err)
 	}
 	if int64(len(data)) > limit {
 		return nil, fmt.Errorf("%w: %s is over %d bytes", ErrTooLarge, key, limit)
@@ -124,8 +138,40 @@ func (b *Bucket) Get(ctx context.Context, key string, limit int64) ([]byte, erro
 	return data, nil
 }
 
-func (b *Bucket) translate(key string, err error) error {
-	if minio.ToErrorResponse(err).Code == "NoSuchKey" {
+// Open starts a GET and returns the body with the object's metadata, so a
+// caller can reserve budget by size before reading a byte of the body. The
+// caller must Close the body.
+func (b *Bucket) Open(ctx context.Context, key string) (io.ReadCloser, Object, error) {
+	obj, err := b.c.GetObject(ctx, b.bucket, key, minio.GetObjectOptions{})
+	if err != nil {
+		return nil, Object{}, translate(key, err)
+	}
+	// Stat on a fresh *minio.Object issues the GET and keeps its body for
+	// the reads that follow; it is not a separate HEAD.
+	st, err := obj.Stat()
+	if err != nil {
+		obj.Close()
+		return nil, Object{}, translate(key, err)
+	}
+	return obj, objectOf(st), nil
+}
+
+// Stat is a HEAD of one object.
+func (b *Bucket) Stat(ctx context.Context, key string) (Object, error) {
+	st, err := b.c.StatObject(ctx, b.bucket, key, minio.StatObjectOptions{})
+	if err != nil {
+		return Object{}, translate(key, err)
+	}
+	return objectOf(st), nil
+}
+
+func objectOf(st minio.ObjectInfo) Object {
+	return Object{Key: st.Key, ETag: strings.Trim(st.ETag, `"`), Size: st.Size, LastModified: st.LastModified}
+}
+
+func translate(key string, err error) error {
+	switch minio.ToErrorResponse(err).Code {
+	case "NoSuchKey", "NotFound":
 		return fmt.Errorf("%w: %s", ErrNotFound, key)
 	}
 	return fmt.Errorf("get %s: %w", key, err)
