@@ -25,19 +25,9 @@ import (
 // not pull in its own dependencies. The result is never nil.
 func (l *Lockfile) DependencyOrder(roots ...string) []string {
 	pkgs := l.Packages
-	byName := make(map[string][]int, len(pkgs))
-	for i, p := range pkgs {
-		byName[p.Name] = append(byName[p.Name], i)
-	}
-	edges := make([][]int, len(pkgs))
-	for i, p := range pkgs {
-		for _, d := range p.Dependencies {
-			if j, ok := resolve(pkgs, byName[d.Name], d); ok {
-				edges[i] = append(edges[i], j)
-			}
-		}
-	}
-	included := closure(pkgs, byName, edges, roots)
+	g := l.Graph()
+	edges := g.Deps
+	included := g.Reachable(roots...)
 
 	// Collapse packages to names; ids follow name order.
 	var names []string
@@ -105,117 +95,25 @@ func resolve(pkgs []Package, sameName []int, d DepRef) (int, bool) {
 	return 0, false
 }
 
-// closure marks the packages reachable from the packages named in roots, or
-// every package when roots is empty.
-func closure(pkgs []Package, byName map[string][]int, edges [][]int, roots []string) []bool {
-	included := make([]bool, len(pkgs))
-	if len(roots) == 0 {
-		for i := range included {
-			included[i] = true
-		}
-		return included
-	}
-	var stack []int
-	for _, r := range roots {
-		for _, i := range byName[r] {
-			if !included[i] {
-				included[i] = true
-				stack = append(stack, i)
-			}
-		}
-	}
-	for len(stack) > 0 {
-		i := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		for _, j := range edges[i] {
-			if !included[j] {
-				included[j] = true
-				stack = append(stack, j)
-			}
-		}
-	}
-	return included
-}
-
 // depths returns, per node, the longest chain of edges below it in the graph
-// whose cycles are collapsed to single nodes. It finds the strongly connected
-// components with Tarjan's algorithm (iteratively, so a long dependency chain
-// cannot exhaust the stack); Tarjan completes a component only after every
-// component it reaches, so depths can be filled in completion order.
+// whose cycles are collapsed to single nodes. Components come dependencies
+// first, so each one's depth is known from those it reaches.
 func depths(adj [][]int) []int {
-	n := len(adj)
-	const unvisited = 0
-	index := make([]int, n) // discovery number, from 1
-	low := make([]int, n)
-	onStack := make([]bool, n)
-	comp := make([]int, n)
+	comp, order := components(adj, nil)
 	var compDepth []int
-	var sccStack, members []int
-	type frame struct{ v, next int }
-	var calls []frame
-	counter := 0
-
-	visit := func(v int) {
-		counter++
-		index[v], low[v] = counter, counter
-		sccStack = append(sccStack, v)
-		onStack[v] = true
-		calls = append(calls, frame{v: v})
-	}
-	for start := range n {
-		if index[start] != unvisited {
-			continue
+	for _, v := range order {
+		c := comp[v]
+		if c == len(compDepth) {
+			compDepth = append(compDepth, 0)
 		}
-		visit(start)
-		for len(calls) > 0 {
-			top := len(calls) - 1
-			v := calls[top].v
-			if calls[top].next < len(adj[v]) {
-				w := adj[v][calls[top].next]
-				calls[top].next++
-				switch {
-				case index[w] == unvisited:
-					visit(w)
-				case onStack[w]:
-					low[v] = min(low[v], index[w])
-				}
-				continue
+		for _, w := range adj[v] {
+			if comp[w] != c {
+				compDepth[c] = max(compDepth[c], compDepth[comp[w]]+1)
 			}
-			calls = calls[:top]
-			if top > 0 {
-				parent := calls[top-1].v
-				low[parent] = min(low[parent], low[v])
-			}
-			if low[v] != index[v] {
-				continue
-			}
-			// v roots a component: pop it and compute its depth from the
-			// components it reaches, all of which are complete.
-			c := len(compDepth)
-			members = members[:0]
-			for {
-				w := sccStack[len(sccStack)-1]
-				sccStack = sccStack[:len(sccStack)-1]
-				onStack[w] = false
-				comp[w] = c
-				members = append(members, w)
-				if w == v {
-					break
-				}
-			}
-			d := 0
-			for _, m := range members {
-				for _, w := range adj[m] {
-					if comp[w] != c {
-						d = max(d, compDepth[comp[w]]+1)
-					}
-				}
-			}
-			compDepth = append(compDepth, d)
 		}
 	}
-	out := make([]int, n)
-	for v := range n {
+	out := make([]int, len(adj))
+	for v := range out {
 		out[v] = compDepth[comp[v]]
 	}
 	return out

@@ -50,6 +50,10 @@ type BuildIntent struct {
 	Target   string   `json:"target,omitempty"`
 	Profile  string   `json:"profile,omitempty"`
 	Features []string `json:"features,omitempty"`
+	// Toolchain is the rustc version (`rustc -vV`'s release line, e.g.
+	// "1.82.0"). Every cache key depends on it, so a key built by another
+	// toolchain is never the one a build needs.
+	Toolchain string `json:"toolchain,omitempty"`
 	// Runner describes where the build runs (repository, branch, commit...).
 	Runner *RunnerContext `json:"runner,omitempty"`
 	// Budget can only lower what the planner would return.

@@ -16,6 +16,9 @@ type BuildManifest struct {
 	Profile       string         `json:"profile,omitempty"`
 	Features      []string       `json:"features,omitempty"`
 	Runner        *RunnerContext `json:"runner,omitempty"`
+	// Toolchain is the rustc version the entries were built with (see
+	// BuildIntent.Toolchain).
+	Toolchain string `json:"toolchain,omitempty"`
 }
 
 // ManifestEntry is one artifact of a build manifest. kache always writes all

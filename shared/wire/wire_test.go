@@ -24,6 +24,8 @@ func TestIntentDecoding(t *testing.T) {
 		{"namespace and lock deps", `{"crate_names":["syn"],"namespace":"ci-main","cargo_lock_deps":[["serde","1.0.210"],["syn","2.0.0"]]}`,
 			BuildIntent{CrateNames: []string{"syn"}, Namespace: &ns, CargoLockDeps: []LockDep{{"serde", "1.0.210"}, {"syn", "2.0.0"}}}},
 		{"unknown keys ignored", `{"crate_names":[],"session":"x","nested":{"a":[1]}}`, BuildIntent{CrateNames: []string{}}},
+		{"sidecar dimensions", `{"crate_names":[],"namespace":"ci-main","cargo_lock_deps":[],"target":"x86_64-unknown-linux-gnu","profile":"debug","toolchain":"1.82.0"}`,
+			BuildIntent{CrateNames: []string{}, Namespace: &ns, CargoLockDeps: []LockDep{}, Target: "x86_64-unknown-linux-gnu", Profile: "debug", Toolchain: "1.82.0"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

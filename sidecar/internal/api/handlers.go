@@ -1,0 +1,160 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/valyala/fasthttp"
+
+	"github.com/kache-planner/kache-planner/shared/wire"
+	"github.com/kache-planner/kache-planner/sidecar/internal/planner"
+)
+
+func (s *Server) healthz(ctx *fasthttp.RequestCtx) {
+	writeJSON(ctx, fasthttp.StatusOK, wire.Health{Status: "ok", Planner: s.deps.Planner.Name(), Version: s.cfg.Version})
+}
+
+// metricsContentType is the exact type kache-service serves.
+const metricsContentType = "text/plain; version=0.0.4"
+
+func (s *Server) metricsHandler(ctx *fasthttp.RequestCtx) {
+	mfs, err := s.deps.Gatherer.Gather()
+	if err != nil {
+		// Gather returns what it could together with the error.
+		s.log.Warn("gather metrics", "error", err)
+	}
+	var buf bytes.Buffer
+	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			s.fail(ctx, fmt.Errorf("encode metrics: %w", err), "encode metrics")
+			return
+		}
+	}
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.Response.Header.SetContentType(metricsContentType)
+	ctx.SetBody(buf.Bytes())
+}
+
+// authorize applies bearer auth; it writes the 401 and returns false when the
+// request may not go on. Like central, a wrong token says so.
+func (s *Server) authorize(ctx *fasthttp.RequestCtx) bool {
+	switch s.auth.check(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)) {
+	case authWrong:
+		s.fail(ctx, fmt.Errorf("%w: invalid bearer token", errUnauthorized), "")
+		return false
+	case authMissing:
+		s.fail(ctx, fmt.Errorf("%w: missing bearer token", errUnauthorized), "")
+		return false
+	}
+	return true
+}
+
+// plan serves POST /v{1,2}/prefetch-plan. Every answer the planner gives is a
+// 200 within its deadline; only a request kache would never send is refused.
+// An execute plan is then queued for the prefetcher, off the answer path.
+func (s *Server) plan(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	if !s.authorize(ctx) {
+		s.metrics.observe(outcomeUnauthorized, time.Since(start), 0)
+		return
+	}
+	// json.Unmarshal copies every string, so the intent holds nothing of
+	// the RequestCtx and may outlive the handler.
+	var intent wire.BuildIntent
+	if err := decodeJSON(ctx, s.cfg.MaxBodyBytes, &intent); err != nil {
+		s.metrics.observe(outcomeRejected, time.Since(start), 0)
+		s.fail(ctx, err, "")
+		return
+	}
+	res := s.deps.Planner.Plan(s.base, &intent)
+	if !res.Plan.Disposition.Valid() {
+		// A planner bug must not cost kache more than a local plan.
+		s.log.Error("planner returned an invalid disposition, answering use_fallback", "disposition", res.Plan.Disposition)
+		res.Plan = wire.PrefetchPlan{Planner: s.deps.Planner.Name(), Disposition: wire.UseFallback}
+		res.Source = planner.SourceFallback
+	}
+	if res.Plan.Candidates == nil {
+		res.Plan.Candidates = []wire.PrefetchCandidate{}
+	}
+	buf := getBuf()
+	defer putBuf(buf)
+	b, err := res.Plan.AppendJSON((*buf)[:0])
+	if err != nil {
+		s.metrics.observe(outcomeRejected, time.Since(start), 0)
+		s.fail(ctx, fmt.Errorf("encode plan: %w", err), "encode plan")
+		return
+	}
+	*buf = b
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(b) // SetBody copies into the response's own buffer.
+	s.metrics.observe(string(res.Source), time.Since(start), len(res.Plan.Candidates))
+	s.log.Debug("plan answered", "source", res.Source, "disposition", res.Plan.Disposition,
+		"candidates", len(res.Plan.Candidates), "took", time.Since(start))
+	s.submit(res)
+}
+
+// timelines serves POST /v1/build-timelines by relaying the compressed body
+// to central unchanged, so newer kache clients pointed at the sidecar keep
+// reporting. The checks central makes on the envelope are made here first
+// (kache-protocol.md 7) so a bad body is not sent upstream; central's answer
+// is passed back as is.
+func (s *Server) timelines(ctx *fasthttp.RequestCtx) {
+	if !s.authorize(ctx) {
+		s.metrics.timelines.WithLabelValues("unauthorized").Inc()
+		return
+	}
+	if s.deps.Timelines == nil {
+		s.metrics.timelines.WithLabelValues("not_configured").Inc()
+		s.fail(ctx, errNotStoring, "")
+		return
+	}
+	enc := strings.ToLower(strings.TrimSpace(string(ctx.Request.Header.Peek(fasthttp.HeaderContentEncoding))))
+	if enc != "zstd" {
+		s.metrics.timelines.WithLabelValues("unsupported_encoding").Inc()
+		s.fail(ctx, fmt.Errorf("%w: build timelines must be sent with Content-Encoding: zstd", errUnsupportedMedia), "")
+		return
+	}
+	if n := len(ctx.PostBody()); n > s.cfg.MaxTimelineBytes {
+		s.metrics.timelines.WithLabelValues("too_large").Inc()
+		s.fail(ctx, fmt.Errorf("%w: %d compressed bytes over the %d-byte limit", errBodyTooLarge, n, s.cfg.MaxTimelineBytes), "")
+		return
+	}
+	// net/http may still be writing the request body when Do returns on a
+	// timeout, so the relay gets its own copy, not the RequestCtx's.
+	body := bytes.Clone(ctx.PostBody())
+	rctx, cancel := context.WithTimeout(s.base, s.cfg.TimelineTimeout)
+	defer cancel()
+	status, answer, err := s.deps.Timelines.RelayTimeline(rctx, body)
+	if err != nil {
+		s.metrics.timelines.WithLabelValues("central_unreachable").Inc()
+		s.log.Warn("relay build timeline", "error", err)
+		s.fail(ctx, errNotStoring, "")
+		return
+	}
+	if status >= 200 && status <= 299 {
+		s.metrics.timelines.WithLabelValues("relayed").Inc()
+	} else {
+		s.metrics.timelines.WithLabelValues("central_refused").Inc()
+	}
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(answer)
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+// putBuf returns a buffer unless it grew past what is worth keeping.
+func putBuf(b *[]byte) {
+	if cap(*b) <= 4<<20 {
+		bufPool.Put(b)
+	}
+}

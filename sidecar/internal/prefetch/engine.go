@@ -1,0 +1,490 @@
+// Package prefetch fetches planned packs from the bucket into the local
+// store before the build asks for them.
+//
+// One Engine owns a pool of speculative workers and a few lanes reserved for
+// demand. A plan becomes a Session with its own key, byte and time budgets;
+// its candidates are fetched in plan order. A demand request (the S3 surface
+// asking for an object the build needs now) joins a download already in
+// flight or starts one at once on a demand lane, so it never waits behind
+// speculative work and no object is ever downloaded twice at the same time.
+//
+// The byte budget is a hard cap on bytes received: a download reserves its
+// object's full size before reading the body, and is skipped when the
+// reservation does not fit.
+package prefetch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/kache-planner/kache-planner/shared/s3source"
+	"github.com/kache-planner/kache-planner/shared/wire"
+	"github.com/kache-planner/kache-planner/sidecar/internal/store"
+)
+
+var (
+	// ErrNotFound means the bucket does not have the object.
+	ErrNotFound = errors.New("object not in bucket")
+	// ErrBudgetExceeded means a session's budget had no room for the object.
+	ErrBudgetExceeded = errors.New("prefetch budget exceeded")
+	// ErrStopped means the engine is stopping.
+	ErrStopped = errors.New("prefetch engine stopped")
+)
+
+// Source is the bucket as the engine reads it.
+type Source interface {
+	// Open starts a GET of key and returns its body and metadata; a missing
+	// object is an error wrapping s3source.ErrNotFound.
+	Open(ctx context.Context, key string) (io.ReadCloser, s3source.Object, error)
+}
+
+// Config configures an Engine.
+type Config struct {
+	// Prefix is kache's key prefix (already normalised).
+	Prefix string
+	// Concurrency is the number of speculative downloads at once; kache's
+	// default is 12 of its 16 S3 connections.
+	Concurrency int
+	// DemandConcurrency is the number of extra lanes for demand requests,
+	// so the build is never queued behind prefetching.
+	DemandConcurrency int
+	// FetchTimeout bounds one object's download.
+	FetchTimeout time.Duration
+	// Attempts is how often a download broken mid-body is retried from
+	// scratch (minio-go retries only failures before the body).
+	Attempts int
+	// SkipEntryManifests fetches packs only. By default each pack's entry
+	// manifest is fetched first: kache HEADs it, and its pack_bytes lets the
+	// pack be checked.
+	SkipEntryManifests bool
+	// SessionIdle closes a session this long after its last activity
+	// (prefetch finished and no demand); kache's build session is 300 s.
+	SessionIdle time.Duration
+	// Defaults for a session's budgets when a Plan does not set them.
+	DefaultBudget Budget
+}
+
+// Budget limits one session. Zero values mean no limit.
+type Budget struct {
+	MaxKeys  int
+	MaxBytes int64
+	Deadline time.Duration
+}
+
+// DefaultConfig has kache's defaults (kache-protocol.md 3.5).
+func DefaultConfig() Config {
+	return Config{
+		Concurrency:       12,
+		DemandConcurrency: 4,
+		FetchTimeout:      300 * time.Second,
+		Attempts:          3,
+		SessionIdle:       300 * time.Second,
+		DefaultBudget:     Budget{MaxKeys: 2000, MaxBytes: 2 << 30, Deadline: 300 * time.Second},
+	}
+}
+
+// Reporter receives a session's outcome when it closes.
+type Reporter interface {
+	Report(ctx context.Context, r Report) error
+}
+
+// Engine runs prefetch sessions and demand fetches.
+type Engine struct {
+	cfg   Config
+	src   Source
+	st    *store.Store
+	m     *Metrics
+	log   *slog.Logger
+	rep   Reporter
+	clock func() time.Time
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	demand chan struct{} // semaphore of demand lanes
+
+	mu       sync.Mutex
+	wake     *sync.Cond
+	queue    []*Session // sessions with work left, oldest first
+	sessions map[string]*Session
+	flights  map[store.Ref]*flight
+	stopped  bool
+	nextID   uint64
+}
+
+// flight is one download in progress; others wanting the object wait on it.
+type flight struct {
+	done chan struct{}
+	err  error
+}
+
+// New creates an Engine; Start runs its workers.
+func New(cfg Config, src Source, st *store.Store, m *Metrics, rep Reporter, log *slog.Logger) *Engine {
+	def := DefaultConfig()
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = def.Concurrency
+	}
+	if cfg.DemandConcurrency <= 0 {
+		cfg.DemandConcurrency = def.DemandConcurrency
+	}
+	if cfg.FetchTimeout <= 0 {
+		cfg.FetchTimeout = def.FetchTimeout
+	}
+	if cfg.Attempts <= 0 {
+		cfg.Attempts = def.Attempts
+	}
+	if cfg.SessionIdle <= 0 {
+		cfg.SessionIdle = def.SessionIdle
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	e := &Engine{
+		cfg: cfg, src: src, st: st, m: m, log: log, rep: rep, clock: time.Now,
+		demand:   make(chan struct{}, cfg.DemandConcurrency),
+		sessions: map[string]*Session{},
+		flights:  map[store.Ref]*flight{},
+	}
+	e.wake = sync.NewCond(&e.mu)
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+	return e
+}
+
+// Start launches the workers and the session reaper.
+func (e *Engine) Start(context.Context) error {
+	for range e.cfg.Concurrency {
+		e.wg.Go(e.worker)
+	}
+	e.wg.Go(e.reaper)
+	return nil
+}
+
+// Stop cancels downloads in flight, waits for the workers and reports the
+// sessions still open.
+func (e *Engine) Stop(ctx context.Context) error {
+	e.mu.Lock()
+	e.stopped = true
+	open := make([]*Session, 0, len(e.sessions))
+	for _, s := range e.sessions {
+		open = append(open, s)
+	}
+	e.wake.Broadcast()
+	e.mu.Unlock()
+	e.cancel()
+	done := make(chan struct{})
+	go func() { e.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("stop prefetch engine: %w", ctx.Err())
+	}
+	for _, s := range open {
+		e.closeSession(ctx, s, "shutdown")
+	}
+	return nil
+}
+
+// worker takes the next candidate of the oldest session with work left.
+func (e *Engine) worker() {
+	for {
+		s, c, ok := e.next()
+		if !ok {
+			return
+		}
+		e.runCandidate(s, c)
+	}
+}
+
+// next blocks until there is a candidate to fetch or the engine stops.
+func (e *Engine) next() (*Session, *candidate, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for {
+		if e.stopped {
+			return nil, nil, false
+		}
+		for len(e.queue) > 0 {
+			s := e.queue[0]
+			if c := s.nextLocked(e.clock()); c != nil {
+				return s, c, true
+			}
+			e.queue = e.queue[1:]
+		}
+		e.wake.Wait()
+	}
+}
+
+// reaper closes idle sessions so their outcome is reported.
+func (e *Engine) reaper() {
+	tick := time.NewTicker(min(e.cfg.SessionIdle/4, 10*time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-e.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := e.clock()
+		var idle []*Session
+		e.mu.Lock()
+		for _, s := range e.sessions {
+			if s.idleLocked(now, e.cfg.SessionIdle) {
+				idle = append(idle, s)
+			}
+		}
+		e.mu.Unlock()
+		for _, s := range idle {
+			e.closeSession(e.ctx, s, "idle")
+		}
+	}
+}
+
+// Demand makes sure r is in the local store: at once if it is there, by
+// joining a download in flight, or by fetching it now on a demand lane.
+func (e *Engine) Demand(ctx context.Context, r store.Ref) error {
+	if !r.Valid() {
+		return fmt.Errorf("%w: %s", store.ErrInvalidRef, r)
+	}
+	present := e.st.Has(r)
+	now := e.clock()
+	e.mu.Lock()
+	for _, s := range e.sessions {
+		s.demandLocked(r, now, present)
+	}
+	e.mu.Unlock()
+	if present {
+		e.m.demand.WithLabelValues("local").Inc()
+		return nil
+	}
+	_, joined, err := e.fetch(ctx, r, nil, -1, true)
+	switch {
+	case joined:
+		e.m.demand.WithLabelValues("joined").Inc()
+	case err == nil:
+		e.m.demand.WithLabelValues("fetched").Inc()
+	case errors.Is(err, ErrNotFound):
+		e.m.demand.WithLabelValues("not_found").Inc()
+	default:
+		e.m.demand.WithLabelValues("failed").Inc()
+	}
+	return err
+}
+
+// fetch gets r into the store unless it is there, with one download per
+// object at a time: a second caller waits for the first one's result
+// (joined). A demand fetch takes a demand lane first.
+func (e *Engine) fetch(ctx context.Context, r store.Ref, s *Session, expect int64, demand bool) (n int64, joined bool, err error) {
+	if e.st.Has(r) {
+		return 0, false, nil
+	}
+	e.mu.Lock()
+	if f, ok := e.flights[r]; ok {
+		e.mu.Unlock()
+		select {
+		case <-f.done:
+			return 0, true, f.err
+		case <-ctx.Done():
+			return 0, true, ctx.Err()
+		}
+	}
+	f := &flight{done: make(chan struct{})}
+	e.flights[r] = f
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.flights, r)
+		f.err = err
+		e.mu.Unlock()
+		close(f.done)
+	}()
+	if demand {
+		select {
+		case e.demand <- struct{}{}:
+			defer func() { <-e.demand }()
+		case <-ctx.Done():
+			return 0, false, ctx.Err()
+		case <-e.ctx.Done():
+			return 0, false, ErrStopped
+		}
+	}
+	// The object may have landed between Has and taking the flight.
+	if e.st.Has(r) {
+		return 0, false, nil
+	}
+	n, err = e.download(ctx, r, s, expect)
+	return n, false, err
+}
+
+// runCandidate fetches one planned pack, after its entry manifest, for s.
+func (e *Engine) runCandidate(s *Session, c *candidate) {
+	start := e.clock()
+	res, n, err := e.fetchPlanned(s, c)
+	e.m.keys.WithLabelValues(string(res)).Inc()
+	if res == resultFailed {
+		e.log.Warn("prefetch", "crate", c.crate, "cache_key", c.key, "session", s.id, "error", err)
+	}
+	e.mu.Lock()
+	if errors.Is(err, store.ErrNoSpace) && s.stopWhy == "" {
+		// Disk full: stop filling it; serving continues from what is there.
+		s.stopWhy = "disk_full"
+	}
+	s.finishLocked(c, res, n, start, e.clock())
+	e.wake.Broadcast()
+	e.mu.Unlock()
+}
+
+func (e *Engine) fetchPlanned(s *Session, c *candidate) (result, int64, error) {
+	ref := store.Ref{Kind: store.Pack, Crate: c.crate, CacheKey: c.key}
+	if e.st.Has(ref) {
+		return resultPresent, 0, nil
+	}
+	var total int64
+	expect := int64(-1)
+	if !e.cfg.SkipEntryManifests {
+		mref := store.Ref{Kind: store.EntryManifest, Crate: c.crate, CacheKey: c.key}
+		n, _, err := e.fetch(e.ctx, mref, s, -1, false)
+		total += n
+		switch {
+		case err == nil:
+			expect = e.packBytes(mref)
+		case errors.Is(err, ErrBudgetExceeded) || errors.Is(err, store.ErrNoSpace):
+			return resultOf(err), total, err
+		case !errors.Is(err, ErrNotFound):
+			// Without the manifest the pack is fetched unchecked.
+			e.log.Debug("entry manifest", "object", mref.String(), "error", err)
+		}
+	}
+	n, joined, err := e.fetch(e.ctx, ref, s, expect, false)
+	total += n
+	if joined && err == nil {
+		return resultJoined, total, nil
+	}
+	return resultOf(err), total, err
+}
+
+// packBytes reads pack_bytes from a stored entry manifest, or -1.
+func (e *Engine) packBytes(r store.Ref) int64 {
+	f, _, err := e.st.Open(r)
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	var m wire.EntryManifest
+	if err := json.NewDecoder(io.LimitReader(f, maxEntryManifest)).Decode(&m); err != nil || m.CacheKey != r.CacheKey {
+		return -1
+	}
+	return int64(m.PackBytes)
+}
+
+// maxEntryManifest bounds an entry manifest read (they are ~300 bytes).
+const maxEntryManifest = 1 << 20
+
+// download fetches one object into the store, retrying a transfer broken
+// mid-body. With a session, every attempt reserves the object's size against
+// the session's byte budget first. expect, when not negative, is the size the
+// entry manifest promises. It returns the bytes received.
+func (e *Engine) download(ctx context.Context, r store.Ref, s *Session, expect int64) (int64, error) {
+	var total int64
+	var err error
+	for attempt := 1; attempt <= e.cfg.Attempts; attempt++ {
+		var n int64
+		var retry bool
+		n, retry, err = e.attempt(ctx, r, s, expect)
+		total += n
+		if err == nil || !retry || ctx.Err() != nil {
+			break
+		}
+		e.m.retries.Inc()
+		e.log.Debug("retrying download", "object", r.String(), "attempt", attempt, "error", err)
+		select {
+		case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+		case <-ctx.Done():
+			return total, ctx.Err()
+		}
+	}
+	return total, err
+}
+
+func (e *Engine) attempt(ctx context.Context, r store.Ref, s *Session, expect int64) (n int64, retry bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.FetchTimeout)
+	defer cancel()
+	body, obj, err := e.src.Open(ctx, r.ObjectKey(e.cfg.Prefix))
+	if err != nil {
+		if errors.Is(err, s3source.ErrNotFound) {
+			return 0, false, fmt.Errorf("%w: %s", ErrNotFound, r)
+		}
+		return 0, true, err
+	}
+	defer body.Close()
+	if expect >= 0 && obj.Size != expect {
+		e.m.corrupt.Inc()
+		return 0, false, fmt.Errorf("%w: %s is %d bytes, its entry manifest says %d", store.ErrCorrupt, r, obj.Size, expect)
+	}
+	if s != nil && !s.reserve(obj.Size) {
+		return 0, false, fmt.Errorf("%w: %s is %d bytes", ErrBudgetExceeded, r, obj.Size)
+	}
+	w, err := e.st.Create(r, obj.Size)
+	if err != nil {
+		if s != nil {
+			s.settle(obj.Size, 0)
+		}
+		return 0, false, err
+	}
+	var dst io.Writer = w
+	if r.Kind == store.Pack {
+		dst = &magicWriter{w: w, ref: r}
+	}
+	n, err = io.Copy(dst, io.LimitReader(body, obj.Size))
+	e.m.bytes.Add(float64(n))
+	if s != nil {
+		s.settle(obj.Size, n)
+	}
+	if err != nil {
+		w.Abort()
+		if errors.Is(err, store.ErrCorrupt) {
+			e.m.corrupt.Inc()
+			return n, false, err
+		}
+		// A full disk is not worth retrying; a broken connection is.
+		return n, !errors.Is(err, store.ErrNoSpace), fmt.Errorf("download %s: %w", r, err)
+	}
+	if err := w.Commit(obj.ETag); err != nil {
+		if errors.Is(err, store.ErrCorrupt) {
+			e.m.corrupt.Inc()
+			// Short bodies are transfer failures worth another attempt.
+			return n, n < obj.Size, err
+		}
+		return n, false, err
+	}
+	return n, false, nil
+}
+
+// zstdMagic starts every zstd frame; kache's packs are one frame.
+var zstdMagic = [4]byte{0x28, 0xb5, 0x2f, 0xfd}
+
+// magicWriter refuses a pack that does not start like a zstd frame, so a
+// wrong object is never kept under a pack's name.
+type magicWriter struct {
+	w    io.Writer
+	ref  store.Ref
+	seen int
+}
+
+func (m *magicWriter) Write(p []byte) (int, error) {
+	for i := 0; m.seen < len(zstdMagic) && i < len(p); i++ {
+		if p[i] != zstdMagic[m.seen] {
+			return 0, fmt.Errorf("%w: %s is not a zstd frame", store.ErrCorrupt, m.ref)
+		}
+		m.seen++
+	}
+	return m.w.Write(p)
+}

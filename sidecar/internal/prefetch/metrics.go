@@ -1,0 +1,73 @@
+package prefetch
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the engine's Prometheus series.
+type Metrics struct {
+	keys         *prometheus.CounterVec
+	demand       *prometheus.CounterVec
+	outcomes     *prometheus.CounterVec
+	bytes        prometheus.Counter
+	retries      prometheus.Counter
+	corrupt      prometheus.Counter
+	sessions     prometheus.Counter
+	reportErrors prometheus.Counter
+}
+
+// NewMetrics registers the engine's metrics with reg (nil: unregistered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		keys: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kache_sidecar_prefetch_keys_total",
+			Help: "Planned packs by what prefetching did with them.",
+		}, []string{"result"}),
+		demand: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kache_sidecar_demand_requests_total",
+			Help: "Demand requests by how they were served: local, joined (a download in flight), fetched, not_found, failed.",
+		}, []string{"result"}),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kache_sidecar_prefetch_outcomes_total",
+			Help: "Planned keys of closed sessions: used_on_time (local when the build asked), used_late, unused (fetched, never asked for), missed (asked for, not planned).",
+		}, []string{"outcome"}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kache_sidecar_prefetch_received_bytes_total",
+			Help: "Bytes received from the bucket by prefetch and demand downloads.",
+		}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kache_sidecar_prefetch_retries_total",
+			Help: "Downloads retried after a transfer broke.",
+		}),
+		corrupt: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kache_sidecar_prefetch_corrupt_total",
+			Help: "Objects refused because their size, checksum or format was wrong.",
+		}),
+		sessions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kache_sidecar_prefetch_sessions_total",
+			Help: "Prefetch sessions started.",
+		}),
+		reportErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kache_sidecar_outcome_report_errors_total",
+			Help: "Session outcomes that could not be sent to central.",
+		}),
+	}
+	for _, r := range []result{resultFetched, resultPresent, resultJoined, resultNotFound, resultFailed, resultOverBudget, resultSkipped, "invalid"} {
+		m.keys.WithLabelValues(string(r))
+	}
+	for _, r := range []string{"local", "joined", "fetched", "not_found", "failed"} {
+		m.demand.WithLabelValues(r)
+	}
+	for _, o := range []string{"used_on_time", "used_late", "unused", "missed"} {
+		m.outcomes.WithLabelValues(o)
+	}
+	if reg != nil {
+		reg.MustRegister(m.keys, m.demand, m.outcomes, m.bytes, m.retries, m.corrupt, m.sessions, m.reportErrors)
+	}
+	return m
+}
+
+func (m *Metrics) observe(r Report) {
+	m.outcomes.WithLabelValues("used_on_time").Add(float64(r.OnTime))
+	m.outcomes.WithLabelValues("used_late").Add(float64(r.Late))
+	m.outcomes.WithLabelValues("unused").Add(float64(r.Unused))
+	m.outcomes.WithLabelValues("missed").Add(float64(r.Missed))
+}

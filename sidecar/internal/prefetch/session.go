@@ -1,0 +1,449 @@
+package prefetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/kache-planner/kache-planner/shared/layout"
+	"github.com/kache-planner/kache-planner/shared/wire"
+	"github.com/kache-planner/kache-planner/sidecar/internal/store"
+)
+
+// Plan is what a session fetches: candidates in dispatch order.
+type Plan struct {
+	ID      string
+	Planner string
+	// Source says where the plan came from (hint, central, bucket...).
+	Source     string
+	Candidates []wire.PrefetchCandidate
+	Runner     *wire.RunnerContext
+	// Budget overrides the engine's default budget where set.
+	Budget Budget
+}
+
+type result string
+
+const (
+	resultPending    result = ""
+	resultFetched    result = "fetched"
+	resultPresent    result = "present"
+	resultJoined     result = "joined_demand"
+	resultNotFound   result = "not_found"
+	resultFailed     result = "failed"
+	resultOverBudget result = "over_budget"
+	resultSkipped    result = "skipped"
+)
+
+func resultOf(err error) result {
+	switch {
+	case err == nil:
+		return resultFetched
+	case errors.Is(err, ErrNotFound):
+		return resultNotFound
+	case errors.Is(err, ErrBudgetExceeded):
+		return resultOverBudget
+	default:
+		return resultFailed
+	}
+}
+
+type candidate struct {
+	rank     int
+	key      string
+	crate    string
+	source   wire.Source
+	sizeHint uint64
+
+	res        result
+	bytes      int64
+	started    time.Time
+	finished   time.Time
+	demandedAt time.Time
+	// presentAtDemand: the object was already local when the build asked.
+	presentAtDemand bool
+}
+
+// Session is one plan being prefetched and then watched for demand.
+type Session struct {
+	id      string
+	plan    Plan
+	budget  Budget
+	started time.Time
+
+	// Guarded by the engine's mutex.
+	cands    []*candidate
+	byRef    map[store.Ref]*candidate
+	cursor   int
+	inflight int
+	lastAct  time.Time
+	stopWhy  string
+	closed   bool
+	// Demand for keys outside the plan: the plan's misses.
+	extraDemand int
+
+	bmu       sync.Mutex
+	reserved  int64 // bytes reserved by downloads in flight or done
+	received  int64
+	keysTaken int
+
+	done     chan struct{}
+	doneOnce sync.Once
+}
+
+// Submit starts a session for plan. Candidates that fail kache's validation
+// are dropped (kache would drop them too); the key budget keeps the first
+// MaxKeys of the rest, as kache does.
+func (e *Engine) Submit(plan Plan) *Session {
+	b := plan.Budget
+	def := e.cfg.DefaultBudget
+	if b.MaxKeys == 0 {
+		b.MaxKeys = def.MaxKeys
+	}
+	if b.MaxBytes == 0 {
+		b.MaxBytes = def.MaxBytes
+	}
+	if b.Deadline == 0 {
+		b.Deadline = def.Deadline
+	}
+	now := e.clock()
+	s := &Session{plan: plan, budget: b, started: now, lastAct: now, byRef: map[store.Ref]*candidate{}, done: make(chan struct{})}
+	for i, c := range plan.Candidates {
+		if !layout.ValidCacheKey(c.CacheKey) || !layout.ValidCrateName(c.CrateName) {
+			e.m.keys.WithLabelValues("invalid").Inc()
+			continue
+		}
+		ref := store.Ref{Kind: store.Pack, Crate: c.CrateName, CacheKey: c.CacheKey}
+		if _, dup := s.byRef[ref]; dup {
+			continue
+		}
+		cand := &candidate{rank: i, key: c.CacheKey, crate: c.CrateName, source: c.Source, sizeHint: c.SizeBytes}
+		s.cands = append(s.cands, cand)
+		s.byRef[ref] = cand
+	}
+	e.mu.Lock()
+	e.nextID++
+	s.id = fmt.Sprintf("sidecar-%d-%d", now.UnixMilli(), e.nextID)
+	if e.stopped {
+		e.mu.Unlock()
+		s.markDone()
+		return s
+	}
+	e.sessions[s.id] = s
+	e.queue = append(e.queue, s)
+	e.wake.Broadcast()
+	e.mu.Unlock()
+	e.m.sessions.Inc()
+	e.log.Info("prefetch session", "session", s.id, "plan_id", plan.ID, "plan_source", plan.Source,
+		"candidates", len(s.cands), "max_keys", b.MaxKeys, "max_bytes", b.MaxBytes, "deadline", b.Deadline)
+	return s
+}
+
+// ID is the session's id.
+func (s *Session) ID() string { return s.id }
+
+// PlanID is the id of the session's plan.
+func (s *Session) PlanID() string { return s.plan.ID }
+
+// Done is closed when the session has nothing left to fetch.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+func (s *Session) markDone() { s.doneOnce.Do(func() { close(s.done) }) }
+
+// nextLocked hands out the next candidate, or nil when the session has
+// nothing to start (done, over a budget, past its deadline, or waiting for
+// its last downloads).
+func (s *Session) nextLocked(now time.Time) *candidate {
+	// Downloads in flight at the deadline finish (as in kache); nothing new
+	// starts after it.
+	if s.stopWhy == "" && s.budget.Deadline > 0 && !now.Before(s.started.Add(s.budget.Deadline)) {
+		s.stopWhy = "deadline"
+	}
+	for s.stopWhy == "" && s.cursor < len(s.cands) {
+		c := s.cands[s.cursor]
+		s.cursor++
+		if c.res != resultPending {
+			continue
+		}
+		if s.budget.MaxKeys > 0 && s.keysTaken >= s.budget.MaxKeys {
+			s.stopWhy = "max_keys"
+			break
+		}
+		// A known size that cannot fit is skipped without a request.
+		if s.budget.MaxBytes > 0 && c.sizeHint > 0 && !s.fits(int64(c.sizeHint)) {
+			c.res = resultOverBudget
+			continue
+		}
+		s.keysTaken++
+		s.inflight++
+		c.started = now
+		s.lastAct = now
+		return c
+	}
+	s.completeLocked()
+	return nil
+}
+
+// completeLocked marks the session done once nothing more will start and
+// nothing is in flight.
+func (s *Session) completeLocked() {
+	if s.inflight > 0 || (s.stopWhy == "" && s.cursor < len(s.cands)) {
+		return
+	}
+	for _, c := range s.cands[s.cursor:] {
+		if c.res == resultPending {
+			c.res = resultSkipped
+		}
+	}
+	s.cursor = len(s.cands)
+	s.markDone()
+}
+
+func (s *Session) fits(n int64) bool {
+	s.bmu.Lock()
+	defer s.bmu.Unlock()
+	return s.reserved+n <= s.budget.MaxBytes
+}
+
+// reserve claims n bytes of the byte budget, or reports that they do not fit.
+func (s *Session) reserve(n int64) bool {
+	s.bmu.Lock()
+	defer s.bmu.Unlock()
+	if s.budget.MaxBytes > 0 && s.reserved+n > s.budget.MaxBytes {
+		return false
+	}
+	s.reserved += n
+	return true
+}
+
+// settle turns a reservation of n bytes into got bytes actually received:
+// what arrived stays spent, the rest is returned.
+func (s *Session) settle(n, got int64) {
+	s.bmu.Lock()
+	s.reserved -= n - got
+	s.received += got
+	s.bmu.Unlock()
+}
+
+func (s *Session) finishLocked(c *candidate, res result, n int64, started, finished time.Time) {
+	c.res, c.bytes, c.started, c.finished = res, n, started, finished
+	s.inflight--
+	s.lastAct = finished
+	s.completeLocked()
+}
+
+// demandLocked records that the build asked for r at now.
+func (s *Session) demandLocked(r store.Ref, now time.Time, present bool) {
+	if r.Kind != store.Pack {
+		return
+	}
+	c, ok := s.byRef[r]
+	if !ok {
+		if !s.closed {
+			s.extraDemand++
+		}
+		return
+	}
+	if c.demandedAt.IsZero() {
+		c.demandedAt = now
+		c.presentAtDemand = present
+	}
+	s.lastAct = now
+}
+
+func (s *Session) idleLocked(now time.Time, idle time.Duration) bool {
+	select {
+	case <-s.done:
+	default:
+		return false
+	}
+	return now.Sub(s.lastAct) >= idle
+}
+
+// Progress is a snapshot of a session.
+type Progress struct {
+	SessionID string `json:"session_id"`
+	PlanID    string `json:"plan_id,omitempty"`
+	// Keys is the number of valid candidates; Done counts those finished
+	// (fetched, already present, missing, failed or skipped).
+	Keys        int    `json:"keys"`
+	Done        int    `json:"done"`
+	Fetched     int    `json:"fetched"`
+	Present     int    `json:"present"`
+	NotFound    int    `json:"not_found"`
+	Failed      int    `json:"failed"`
+	Skipped     int    `json:"skipped"`
+	Bytes       int64  `json:"bytes"`
+	ExpectBytes int64  `json:"expect_bytes"`
+	ElapsedMs   int64  `json:"elapsed_ms"`
+	Finished    bool   `json:"finished"`
+	StopReason  string `json:"stop_reason,omitempty"`
+}
+
+// Progress reports how far the session is.
+func (e *Engine) Progress(s *Session) Progress {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p := Progress{SessionID: s.id, PlanID: s.plan.ID, Keys: len(s.cands), StopReason: s.stopWhy}
+	for _, c := range s.cands {
+		p.ExpectBytes += int64(c.sizeHint)
+		switch c.res {
+		case resultPending:
+			continue
+		case resultFetched:
+			p.Fetched++
+		case resultPresent, resultJoined:
+			p.Present++
+		case resultNotFound:
+			p.NotFound++
+		case resultFailed:
+			p.Failed++
+		default:
+			p.Skipped++
+		}
+		p.Done++
+	}
+	s.bmu.Lock()
+	p.Bytes = s.received
+	s.bmu.Unlock()
+	select {
+	case <-s.done:
+		p.Finished = true
+	default:
+	}
+	p.ElapsedMs = e.clock().Sub(s.started).Milliseconds()
+	return p
+}
+
+// Session finds an open session by its id or its plan's id.
+func (e *Engine) Session(id string) (*Session, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s, ok := e.sessions[id]; ok {
+		return s, true
+	}
+	for _, s := range e.sessions {
+		if s.plan.ID == id && id != "" {
+			return s, true
+		}
+	}
+	return nil, false
+}
+
+// Report is a closed session's outcome: what the plan fetched and what the
+// build then used.
+type Report struct {
+	SessionID  string
+	Plan       Plan
+	Reason     string
+	StartedAt  time.Time
+	FinishedAt time.Time
+	// Candidates, Fetched and Bytes describe the prefetch.
+	Candidates int
+	Fetched    int
+	Bytes      int64
+	// Demanded counts planned keys the build asked for; OnTime those that
+	// were local when asked; Late those asked for while still pending or
+	// in flight; Unused those fetched and never asked for; Missed counts
+	// demands for keys the plan did not have.
+	Demanded int
+	OnTime   int
+	Late     int
+	Unused   int
+	Missed   int
+	Timeline wire.BuildTimeline
+}
+
+func (e *Engine) closeSession(ctx context.Context, s *Session, why string) {
+	e.mu.Lock()
+	if s.closed {
+		e.mu.Unlock()
+		return
+	}
+	s.closed = true
+	delete(e.sessions, s.id)
+	r := e.reportLocked(s, why)
+	e.mu.Unlock()
+	s.markDone()
+	e.m.observe(r)
+	e.log.Info("prefetch session closed", "session", s.id, "plan_id", s.plan.ID, "reason", why,
+		"candidates", r.Candidates, "fetched", r.Fetched, "bytes", r.Bytes, "demanded", r.Demanded,
+		"on_time", r.OnTime, "late", r.Late, "unused", r.Unused, "missed", r.Missed)
+	if e.rep == nil {
+		return
+	}
+	if err := e.rep.Report(ctx, r); err != nil {
+		e.m.reportErrors.Inc()
+		e.log.Warn("report prefetch outcome", "session", s.id, "error", err)
+	}
+}
+
+func (e *Engine) reportLocked(s *Session, why string) Report {
+	now := e.clock()
+	r := Report{SessionID: s.id, Plan: s.plan, Reason: why, StartedAt: s.started, FinishedAt: now,
+		Candidates: len(s.cands), Missed: s.extraDemand}
+	t := wire.BuildTimeline{
+		Schema:         timelineSchema,
+		ClientRecordID: "kache-sidecar/" + s.id,
+		SessionID:      s.id,
+		StartedAtMs:    ms(s.started),
+		FinishedAtMs:   ms(now),
+		Context:        s.plan.Runner,
+		Units:          []wire.TimelineUnit{},
+	}
+	for _, c := range s.cands {
+		fetched := c.res == resultFetched
+		if fetched {
+			r.Fetched++
+			r.Bytes += c.bytes
+		}
+		demanded := !c.demandedAt.IsZero()
+		outcome := "unused"
+		switch {
+		case demanded && (c.presentAtDemand || (fetched && !c.finished.After(c.demandedAt))):
+			r.Demanded++
+			r.OnTime++
+			outcome = "used_on_time"
+		case demanded:
+			r.Demanded++
+			r.Late++
+			outcome = "used_late"
+		case fetched:
+			r.Unused++
+		}
+		if c.res == resultPending || c.res == resultSkipped || c.res == resultOverBudget {
+			if !demanded {
+				continue // never attempted, nothing to learn beyond the summary
+			}
+		}
+		tr := wire.TimelineTransfer{
+			CacheKey: c.key, CrateName: c.crate, Direction: "download", OK: fetched || c.res == resultPresent,
+			CompressedBytes: uint64(c.bytes), StartedAtMs: ms(c.started), FinishedAtMs: ms(c.finished),
+			Prefetch: &wire.TransferPrefetch{SessionID: s.id, PlanID: s.plan.ID, Source: s.plan.Source,
+				CandidateRank: uint64(c.rank), CandidateSource: string(c.source)},
+			Outcome: outcome + "/" + string(c.res),
+		}
+		t.Transfers = append(t.Transfers, tr)
+	}
+	t.Summary = &wire.TimelineSummary{
+		PlanID: s.plan.ID, PlanSource: s.plan.Source, ClosureReason: why,
+		CandidateKeys: uint64(r.Candidates), DownloadedKeys: uint64(r.Fetched), DownloadedBytes: uint64(r.Bytes),
+		UsedKeys: uint64(r.Demanded), DemandedKeys: uint64(r.Demanded + r.Missed), DemandedCandidateKeys: uint64(r.Demanded),
+		Cancelled: why == "shutdown",
+	}
+	r.Timeline = t
+	return r
+}
+
+// timelineSchema is the build-timeline schema the sidecar writes (central
+// accepts 1-16).
+const timelineSchema = 2
+
+func ms(t time.Time) uint64 {
+	if t.IsZero() {
+		return 0
+	}
+	return uint64(t.UnixMilli())
+}

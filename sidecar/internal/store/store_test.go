@@ -1,0 +1,201 @@
+package store
+
+import (
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func key(c byte) string { return strings.Repeat(string(c), 64) }
+
+func put(t *testing.T, s *Store, r Ref, data string) {
+	t.Helper()
+	w, err := s.Create(r, int64(len(data)))
+	if err != nil {
+		t.Fatalf("create %s: %v", r, err)
+	}
+	if _, err := io.WriteString(w, data); err != nil {
+		t.Fatalf("write %s: %v", r, err)
+	}
+	sum := md5.Sum([]byte(data))
+	if err := w.Commit(hex.EncodeToString(sum[:])); err != nil {
+		t.Fatalf("commit %s: %v", r, err)
+	}
+}
+
+func read(t *testing.T, s *Store, r Ref) string {
+	t.Helper()
+	f, _, err := s.Open(r)
+	if err != nil {
+		t.Fatalf("open %s: %v", r, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func open(t *testing.T, dir string, max int64) *Store {
+	t.Helper()
+	s, err := Open(Config{Dir: dir, MaxBytes: max, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestWriteReadReopen(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, 0)
+	pack := Ref{Pack, "serde", key('a')}
+	man := Ref{EntryManifest, "serde", key('a')}
+	put(t, s, pack, "pack-bytes")
+	put(t, s, man, `{"version":3}`)
+	if got := read(t, s, pack); got != "pack-bytes" {
+		t.Fatalf("read %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "objects", "packs", "serde", key('a')+".tar.zst")); err != nil {
+		t.Fatalf("pack not at its path: %v", err)
+	}
+	if got := s.PackKeys("serde"); len(got) != 1 || got[0] != key('a') {
+		t.Fatalf("PackKeys = %v", got)
+	}
+	s2 := open(t, dir, 0)
+	if st := s2.Stats(); st.Objects != 2 || st.Bytes != int64(len("pack-bytes")+len(`{"version":3}`)) {
+		t.Fatalf("reopened stats %+v", st)
+	}
+	if got := read(t, s2, man); got != `{"version":3}` {
+		t.Fatalf("manifest after reopen %q", got)
+	}
+}
+
+func TestVerificationFailuresLeaveNothing(t *testing.T) {
+	cases := []struct {
+		name  string
+		size  int64
+		data  string
+		etag  string
+		write error
+		err   error
+	}{
+		{name: "short body", size: 10, data: "12345", err: ErrCorrupt},
+		{name: "long body", size: 3, data: "12345", write: ErrCorrupt},
+		{name: "md5 mismatch", size: 5, data: "12345", etag: `"` + strings.Repeat("0", 32) + `"`, err: ErrCorrupt},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := open(t, dir, 100)
+			r := Ref{Pack, "serde", key('b')}
+			w, err := s.Create(r, tc.size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, werr := io.WriteString(w, tc.data)
+			if !errors.Is(werr, tc.write) {
+				t.Fatalf("write error %v, want %v", werr, tc.write)
+			}
+			if werr != nil {
+				w.Abort()
+			} else if err := w.Commit(tc.etag); !errors.Is(err, tc.err) {
+				t.Fatalf("commit error %v, want %v", err, tc.err)
+			}
+			if s.Has(r) {
+				t.Fatal("object visible after failed verification")
+			}
+			if ents, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(ents) != 0 {
+				t.Fatalf("temp files left: %d", len(ents))
+			}
+			if st := s.Stats(); st.Bytes != 0 || st.ReservedBytes != 0 {
+				t.Fatalf("budget not released: %+v", st)
+			}
+		})
+	}
+}
+
+func TestInvalidRefsNeverTouchDisk(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, 0)
+	bad := []Ref{
+		{Pack, "../evil", key('a')},
+		{Pack, "a/b", key('a')},
+		{Pack, "serde", "../../../../etc/passwd"},
+		{Pack, "serde", strings.ToUpper(key('a'))},
+		{EntryManifest, "..", key('a')},
+		{Kind(7), "serde", key('a')},
+	}
+	for _, r := range bad {
+		if _, err := s.Create(r, 1); !errors.Is(err, ErrInvalidRef) {
+			t.Errorf("Create(%v) = %v, want ErrInvalidRef", r, err)
+		}
+		if _, _, err := s.Open(r); !errors.Is(err, ErrInvalidRef) {
+			t.Errorf("Open(%v) = %v, want ErrInvalidRef", r, err)
+		}
+	}
+	var files []string
+	filepath.WalkDir(filepath.Dir(dir), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if len(files) != 0 {
+		t.Fatalf("files written: %v", files)
+	}
+}
+
+func TestLRUEviction(t *testing.T) {
+	s := open(t, t.TempDir(), 30)
+	a, b, c := Ref{Pack, "a", key('a')}, Ref{Pack, "b", key('b')}, Ref{Pack, "c", key('c')}
+	put(t, s, a, strings.Repeat("a", 10))
+	put(t, s, b, strings.Repeat("b", 10))
+	read(t, s, a) // a is now more recent than b
+	put(t, s, c, strings.Repeat("c", 15))
+	if s.Has(b) || !s.Has(a) || !s.Has(c) {
+		t.Fatalf("want b evicted: a=%v b=%v c=%v", s.Has(a), s.Has(b), s.Has(c))
+	}
+	if _, err := s.Create(Ref{Pack, "d", key('d')}, 31); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("object over the whole budget: %v", err)
+	}
+	if st := s.Stats(); st.Bytes > 30 {
+		t.Fatalf("over budget: %+v", st)
+	}
+}
+
+func TestOpenSweepsLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, 0)
+	put(t, s, Ref{Pack, "serde", key('a')}, "ok")
+	// A crashed writer's temp file and a stray file among objects.
+	os.WriteFile(filepath.Join(dir, "tmp", key('c')+"-123"), []byte("partial"), 0o644)
+	os.WriteFile(filepath.Join(dir, "objects", "packs", "serde", "junk.txt"), []byte("x"), 0o644)
+	s2 := open(t, dir, 0)
+	if ents, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(ents) != 0 {
+		t.Fatalf("temp leftovers not swept: %d", len(ents))
+	}
+	if _, err := os.Stat(filepath.Join(dir, "objects", "packs", "serde", "junk.txt")); !os.IsNotExist(err) {
+		t.Fatalf("stray file kept: %v", err)
+	}
+	if st := s2.Stats(); st.Objects != 1 {
+		t.Fatalf("objects after reopen: %+v", st)
+	}
+}
+
+func TestReopenEvictsOldestToBudget(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, 0)
+	for _, c := range "abcd" {
+		put(t, s, Ref{Pack, "x", key(byte(c))}, strings.Repeat("z", 10))
+	}
+	s2 := open(t, dir, 25)
+	if st := s2.Stats(); st.Objects != 2 || st.Bytes != 20 {
+		t.Fatalf("stats after reopen with a smaller budget: %+v", st)
+	}
+}
