@@ -165,7 +165,9 @@ func TestPlanRoutes(t *testing.T) {
 			if r.status != 200 || r.ctype != "application/json" {
 				t.Fatalf("status %d type %q: %s", r.status, r.ctype, r.body)
 			}
+			// The planner's plan, with the answer's unique plan_id.
 			wantPlan := execResult().Plan
+			wantPlan.PlanID = "plan-1.1"
 			want, _ := wantPlan.AppendJSON(nil)
 			if !bytes.Equal(r.body, want) {
 				t.Errorf("body\n got %s\nwant %s", r.body, want)
@@ -191,7 +193,7 @@ func TestFallbackHasEmptyCandidates(t *testing.T) {
 	h := newHarness(t, Config{}, planner.Result{Source: planner.SourceFallback,
 		Plan: wire.PrefetchPlan{PlanID: "plan-9", Planner: "kache-sidecar", Disposition: wire.UseFallback}}, nil)
 	r := h.do("POST", "/v2/prefetch-plan", []byte(`{"crate_names":[],"namespace":null,"cargo_lock_deps":[]}`), "Content-Type", "application/json")
-	want := `{"plan_id":"plan-9","planner":"kache-sidecar","disposition":"use_fallback","candidates":[]}`
+	want := `{"plan_id":"plan-9.1","planner":"kache-sidecar","disposition":"use_fallback","candidates":[]}`
 	if r.status != 200 || string(r.body) != want {
 		t.Errorf("got %d %s, want 200 %s", r.status, r.body, want)
 	}
@@ -359,7 +361,7 @@ func TestExecutePlansGoToThePrefetcher(t *testing.T) {
 			}
 			select {
 			case s := <-pf.got:
-				if s.source != planner.SourceCentral || s.plan.PlanID != "plan-1" || len(s.plan.Candidates) != 1 || s.intent == nil || len(s.intent.CrateNames) != 4 {
+				if s.source != planner.SourceCentral || s.plan.PlanID != "plan-1.1" || len(s.plan.Candidates) != 1 || s.intent == nil || len(s.intent.CrateNames) != 4 {
 					t.Errorf("submitted %+v from %s for %+v", s.plan, s.source, s.intent)
 				}
 			case <-time.After(5 * time.Second):

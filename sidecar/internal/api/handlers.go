@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -14,6 +15,21 @@ import (
 	"github.com/kache-planner/kache-planner/shared/wire"
 	"github.com/kache-planner/kache-planner/sidecar/internal/planner"
 )
+
+// session reports the prefetch progress of an answered plan.
+func (s *Server) session(ctx *fasthttp.RequestCtx) {
+	id, _ := ctx.UserValue("plan_id").(string)
+	if s.deps.Sessions == nil {
+		writeError(ctx, fasthttp.StatusNotFound, "this sidecar does not prefetch")
+		return
+	}
+	p, ok := s.deps.Sessions.SessionProgress(id)
+	if !ok {
+		writeError(ctx, fasthttp.StatusNotFound, "no prefetch session for plan "+id)
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, p)
+}
 
 func (s *Server) healthz(ctx *fasthttp.RequestCtx) {
 	writeJSON(ctx, fasthttp.StatusOK, wire.Health{Status: "ok", Planner: s.deps.Planner.Name(), Version: s.cfg.Version})
@@ -82,6 +98,9 @@ func (s *Server) plan(ctx *fasthttp.RequestCtx) {
 	if res.Plan.Candidates == nil {
 		res.Plan.Candidates = []wire.PrefetchCandidate{}
 	}
+	// Hints replay central's plan_id; a suffix keeps each answer's id
+	// unique while still naming the plan it came from.
+	res.Plan.PlanID = fmt.Sprintf("%s.%d", cmp.Or(res.Plan.PlanID, "plan"), s.planSeq.Add(1))
 	buf := getBuf()
 	defer putBuf(buf)
 	b, err := res.Plan.AppendJSON((*buf)[:0])

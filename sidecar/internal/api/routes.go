@@ -19,6 +19,7 @@ func (s *Server) routes() *router.Router {
 	r.POST("/v1/prefetch-plan", s.plan)
 	r.POST("/v2/prefetch-plan", s.plan)
 	r.POST("/v1/build-timelines", s.timelines)
+	r.GET("/v1/prefetch/sessions/{plan_id}", s.session)
 
 	r.NotFound = func(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusNotFound, "no route for "+string(ctx.Path()))

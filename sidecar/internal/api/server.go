@@ -12,6 +12,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -93,6 +94,12 @@ type Prefetcher interface {
 	Submit(intent *wire.BuildIntent, plan wire.PrefetchPlan, source planner.Source)
 }
 
+// Sessions reports the progress of the prefetch session started for a plan,
+// as a JSON-encodable value.
+type Sessions interface {
+	SessionProgress(planID string) (any, bool)
+}
+
 // TimelineRelay forwards build timelines to central (central.Client). Newer
 // kache clients post them to their planner endpoint (kache-protocol.md 7),
 // which is this surface.
@@ -107,6 +114,9 @@ type TimelineRelay interface {
 type Deps struct {
 	Planner    Planner
 	Prefetcher Prefetcher
+	// Sessions reports prefetch progress (for `kache-sidecar warm`); nil
+	// answers 404.
+	Sessions   Sessions
 	Timelines  TimelineRelay
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer
@@ -135,6 +145,10 @@ type Server struct {
 	stopOnce   sync.Once
 	workerStop chan struct{}
 	workerDone chan struct{}
+
+	// planSeq makes every answered plan_id unique, so a plan's prefetch
+	// session can be looked up by it.
+	planSeq atomic.Uint64
 
 	mu        sync.Mutex
 	ln        net.Listener

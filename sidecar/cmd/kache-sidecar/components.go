@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+
+	"github.com/kache-planner/kache-planner/shared/buildinfo"
+	"github.com/kache-planner/kache-planner/shared/layout"
+	"github.com/kache-planner/kache-planner/shared/s3source"
+	"github.com/kache-planner/kache-planner/shared/wire"
+	"github.com/kache-planner/kache-planner/sidecar/internal/bucketplan"
+	"github.com/kache-planner/kache-planner/sidecar/internal/central"
+	"github.com/kache-planner/kache-planner/sidecar/internal/config"
+	"github.com/kache-planner/kache-planner/sidecar/internal/planner"
+	"github.com/kache-planner/kache-planner/sidecar/internal/prefetch"
+	"github.com/kache-planner/kache-planner/sidecar/internal/runner"
+	"github.com/kache-planner/kache-planner/sidecar/internal/store"
+)
+
+// The constructors here are shared by serve (wired with fx in fx.go) and
+// warm (which runs them directly for one plan). Optional parts are nil when
+// not configured.
+
+// plannerName names the sidecar's own plans.
+const plannerName = "kache-sidecar"
+
+// demandLanes are kept free of speculative work so the build never queues
+// behind prefetching (kache keeps 4 of its 16 S3 connections the same way).
+const demandLanes = 4
+
+func newBucket(cfg config.Config) (*s3source.Bucket, error) {
+	if cfg.S3Bucket == "" {
+		return nil, nil
+	}
+	return s3source.New(s3source.Config{
+		Endpoint: cfg.S3Endpoint, Bucket: cfg.S3Bucket, Region: cfg.S3Region,
+		AccessKey: cfg.S3AccessKey, SecretKey: cfg.S3SecretKey,
+		MaxConns: cfg.PrefetchConcurrency + demandLanes,
+	})
+}
+
+func prefix(cfg config.Config) string {
+	p, _ := layout.NormalizePrefix(cfg.S3Prefix) // Validate has checked it
+	return p
+}
+
+func newCentral(cfg config.Config, log *slog.Logger) (*central.Client, error) {
+	if cfg.CentralEndpoint == "" {
+		return nil, nil
+	}
+	return central.New(central.Config{
+		Endpoint:  cfg.CentralEndpoint,
+		Token:     cfg.CentralToken,
+		UserAgent: "kache-sidecar/" + buildinfo.Resolve(buildinfo.Version),
+	}, log.With("component", "central"))
+}
+
+func newStore(cfg config.Config, log *slog.Logger) (*store.Store, error) {
+	if err := os.MkdirAll(cfg.StoreDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create store directory: %w", err)
+	}
+	return store.Open(store.Config{Dir: cfg.StoreDir, MaxBytes: cfg.StoreMaxBytes, Logger: log.With("component", "store")})
+}
+
+// storeHistory is the local store as the bucket planner's history: packs
+// this runner already holds.
+type storeHistory struct{ st *store.Store }
+
+func (h storeHistory) Keys(crate string) []string { return h.st.PackKeys(crate) }
+
+// bucketLister adapts s3source.Bucket to the bucket planner's listing.
+type bucketLister struct{ *s3source.Bucket }
+
+func (b bucketLister) List(ctx context.Context, prefix string, fn func(key string, size int64) error) error {
+	return b.Bucket.List(ctx, prefix, func(o s3source.Object) error { return fn(o.Key, o.Size) })
+}
+
+func newBucketPlan(cfg config.Config, b *s3source.Bucket, st *store.Store, log *slog.Logger) (*bucketplan.Source, error) {
+	if b == nil {
+		return nil, nil
+	}
+	var hist bucketplan.History
+	if st != nil {
+		hist = storeHistory{st}
+	}
+	return bucketplan.New(bucketplan.Config{
+		Prefix:     prefix(cfg),
+		Planner:    plannerName,
+		IsNotFound: func(err error) bool { return errors.Is(err, s3source.ErrNotFound) },
+	}, bucketLister{b}, hist, log.With("component", "bucketplan"))
+}
+
+func runnerInfo(cfg config.Config) (runner.Info, error) {
+	labels, err := runner.ParseLabels(cfg.RunnerLabels)
+	if err != nil {
+		return runner.Info{}, fmt.Errorf("--runner-labels: %w", err)
+	}
+	return runner.Detect(os.LookupEnv, runner.Overrides{
+		Repository: cfg.Repository, Ref: cfg.Ref, Commit: cfg.Commit, Target: cfg.Target,
+		Labels: labels, HostTarget: runner.HostTriple(runtime.GOOS, runtime.GOARCH),
+	}), nil
+}
+
+// newPlanner builds the planning chain; hints may be nil (warm).
+func newPlanner(cfg config.Config, info runner.Info, h planner.Hints, c *central.Client, bp *bucketplan.Source, log *slog.Logger) (*planner.Planner, error) {
+	deps := planner.Deps{Hints: h, Logger: log.With("component", "planner")}
+	// Typed nils must not become non-nil interfaces.
+	if c != nil {
+		deps.Central = c
+	}
+	if bp != nil {
+		deps.Bucket = bp
+	}
+	rc := info.Context
+	return planner.New(planner.Config{Name: plannerName, Deadline: cfg.PlanDeadline, Runner: &rc, Target: info.Target}, deps)
+}
+
+// timelineReporter sends closed sessions' outcomes to central.
+type timelineReporter struct{ c *central.Client }
+
+func (r timelineReporter) Report(ctx context.Context, rep prefetch.Report) error {
+	_, err := r.c.PostTimeline(ctx, &rep.Timeline)
+	return err
+}
+
+func newEngine(cfg config.Config, b *s3source.Bucket, st *store.Store, m *prefetch.Metrics, c *central.Client, log *slog.Logger) *prefetch.Engine {
+	if b == nil {
+		return nil
+	}
+	var rep prefetch.Reporter
+	if c != nil {
+		rep = timelineReporter{c}
+	}
+	pc := prefetch.DefaultConfig()
+	pc.Prefix = prefix(cfg)
+	pc.Concurrency = cfg.PrefetchConcurrency
+	pc.DemandConcurrency = demandLanes
+	pc.DefaultBudget = prefetch.Budget{MaxKeys: cfg.PrefetchMaxKeys, MaxBytes: cfg.PrefetchMaxBytes, Deadline: cfg.PrefetchDeadline}
+	return prefetch.New(pc, b, st, m, rep, log.With("component", "prefetch"))
+}
+
+// planOf turns an answered plan into a prefetch session's plan.
+func planOf(intent *wire.BuildIntent, p wire.PrefetchPlan, source string) prefetch.Plan {
+	return prefetch.Plan{ID: p.PlanID, Planner: p.Planner, Source: source, Candidates: p.Candidates, Runner: intent.Runner}
+}

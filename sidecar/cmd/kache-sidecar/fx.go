@@ -1,0 +1,152 @@
+package main
+
+import (
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/fx"
+	"go.uber.org/fx/fxevent"
+
+	"github.com/kache-planner/kache-planner/shared/buildinfo"
+	"github.com/kache-planner/kache-planner/shared/s3source"
+	"github.com/kache-planner/kache-planner/shared/wire"
+	"github.com/kache-planner/kache-planner/sidecar/internal/api"
+	"github.com/kache-planner/kache-planner/sidecar/internal/bucketplan"
+	"github.com/kache-planner/kache-planner/sidecar/internal/central"
+	"github.com/kache-planner/kache-planner/sidecar/internal/config"
+	"github.com/kache-planner/kache-planner/sidecar/internal/hints"
+	"github.com/kache-planner/kache-planner/sidecar/internal/planner"
+	"github.com/kache-planner/kache-planner/sidecar/internal/prefetch"
+	"github.com/kache-planner/kache-planner/sidecar/internal/runner"
+	"github.com/kache-planner/kache-planner/sidecar/internal/store"
+)
+
+// opts is the whole dependency graph of `kache-sidecar serve`.
+func opts(cfg config.Config, log *slog.Logger) fx.Option {
+	return fx.Options(
+		fx.Supply(cfg, log),
+		fx.WithLogger(func(l *slog.Logger) fxevent.Logger {
+			fl := &fxevent.SlogLogger{Logger: l.With("component", "fx")}
+			fl.UseLogLevel(slog.LevelDebug)
+			return fl
+		}),
+		fx.StopTimeout(cfg.ShutdownTimeout),
+		fx.Provide(
+			newRegistry,
+			func(r *prometheus.Registry) prometheus.Registerer { return r },
+			func(r *prometheus.Registry) prometheus.Gatherer { return r },
+			runnerInfo,
+			newBucket,
+			fxCentral,
+			fxStore,
+			fxHints,
+			fxBucketPlan,
+			fxPlanner,
+			prefetch.NewMetrics,
+			fxEngine,
+			fxServer,
+		),
+		fx.Invoke(logStart, func(*api.Server) {}),
+	)
+}
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+func logStart(cfg config.Config, info runner.Info, log *slog.Logger) {
+	log.Info("starting kache-sidecar", "version", buildinfo.Resolve(buildinfo.Version), "ci", info.Provider,
+		"repository", info.Context.Repository, "target", info.Target, "config", cfg.Redacted())
+}
+
+func fxCentral(lc fx.Lifecycle, cfg config.Config, log *slog.Logger) (*central.Client, error) {
+	c, err := newCentral(cfg, log)
+	if c != nil {
+		lc.Append(fx.StopHook(c.Close))
+	}
+	return c, err
+}
+
+func fxStore(cfg config.Config, log *slog.Logger) (*store.Store, error) {
+	return newStore(cfg, log)
+}
+
+func fxHints(lc fx.Lifecycle, cfg config.Config, log *slog.Logger) (*hints.Store, error) {
+	h, err := hints.Open(cfg.HintsDir, hints.Options{Logger: log.With("component", "hints")})
+	if err != nil {
+		return nil, err
+	}
+	lc.Append(fx.StopHook(h.Close))
+	return h, nil
+}
+
+func fxBucketPlan(lc fx.Lifecycle, cfg config.Config, b *s3source.Bucket, st *store.Store, log *slog.Logger) (*bucketplan.Source, error) {
+	bp, err := newBucketPlan(cfg, b, st, log)
+	if bp != nil {
+		lc.Append(fx.StartStopHook(bp.Start, bp.Stop))
+	}
+	return bp, err
+}
+
+// fxPlanner stops before the hint database closes (fx stops in reverse
+// order of construction), since it writes hints in the background.
+func fxPlanner(lc fx.Lifecycle, cfg config.Config, info runner.Info, h *hints.Store, c *central.Client,
+	bp *bucketplan.Source, log *slog.Logger) (*planner.Planner, error) {
+	p, err := newPlanner(cfg, info, h, c, bp, log)
+	if err != nil {
+		return nil, err
+	}
+	lc.Append(fx.StartStopHook(p.Start, p.Stop))
+	return p, nil
+}
+
+func fxEngine(lc fx.Lifecycle, cfg config.Config, b *s3source.Bucket, st *store.Store, m *prefetch.Metrics,
+	c *central.Client, log *slog.Logger) *prefetch.Engine {
+	e := newEngine(cfg, b, st, m, c, log)
+	if e != nil {
+		lc.Append(fx.StartStopHook(e.Start, e.Stop))
+	}
+	return e
+}
+
+// prefetcher hands answered plans to the engine.
+type prefetcher struct{ e *prefetch.Engine }
+
+func (p prefetcher) Submit(intent *wire.BuildIntent, plan wire.PrefetchPlan, source planner.Source) {
+	p.e.Submit(planOf(intent, plan, string(source)))
+}
+
+func (p prefetcher) SessionProgress(planID string) (any, bool) {
+	s, ok := p.e.Session(planID)
+	if !ok {
+		return nil, false
+	}
+	return p.e.Progress(s), true
+}
+
+func fxServer(lc fx.Lifecycle, cfg config.Config, p *planner.Planner, e *prefetch.Engine, c *central.Client,
+	reg prometheus.Registerer, g prometheus.Gatherer, log *slog.Logger, sd fx.Shutdowner) (*api.Server, error) {
+	deps := api.Deps{Planner: p, Registerer: reg, Gatherer: g, Logger: log,
+		OnServeError: func(err error) {
+			log.Error("planner surface failed", "error", err)
+			sd.Shutdown(fx.ExitCode(1))
+		}}
+	if e != nil {
+		deps.Sessions = prefetcher{e}
+		if cfg.PrefetchOnPlan {
+			deps.Prefetcher = prefetcher{e}
+		}
+	}
+	if c != nil {
+		deps.Timelines = c
+	}
+	s, err := api.New(api.Config{Addr: cfg.PlannerListen, Token: cfg.Token, Version: buildinfo.Resolve(buildinfo.Version)}, deps)
+	if err != nil {
+		return nil, err
+	}
+	lc.Append(fx.StartStopHook(s.Start, s.Stop))
+	return s, nil
+}
