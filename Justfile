@@ -12,6 +12,7 @@ ko_version := "v0.19.1"
 goreleaser_version := "v2.15.1"
 
 service_image := "ghcr.io/kache-planner/kache-service"
+sidecar_image := "ghcr.io/kache-planner/kache-sidecar"
 
 # List the recipes.
 default:
@@ -25,13 +26,21 @@ run-service *ARGS:
 build-service:
     CGO_ENABLED=0 go build -trimpath -o bin/kache-service ./central/cmd/kache-service
 
+# Run the sidecar on 127.0.0.1:7070 (ARGS e.g. --central-endpoint http://127.0.0.1:8080 --s3-bucket kache).
+run-sidecar *ARGS:
+    go run ./sidecar/cmd/kache-sidecar serve {{ARGS}}
+
+# Build the kache-sidecar binary into bin/.
+build-sidecar:
+    CGO_ENABLED=0 go build -trimpath -o bin/kache-sidecar ./sidecar/cmd/kache-sidecar
+
 # Run every test with the race detector (what CI runs).
 test:
     go test -race -count=1 ./...
 
 # gofmt and go vet.
 lint:
-    test -z "$(gofmt -l central shared charts)" || (gofmt -l central shared charts; exit 1)
+    test -z "$(gofmt -l central sidecar shared charts e2e internal)" || (gofmt -l central sidecar shared charts e2e internal; exit 1)
     go vet ./...
 
 # Fuzz each decoder for a while (FUZZTIME, default 30s each).
@@ -56,23 +65,34 @@ chart-test *ARGS: (_tool "helm" "helm.sh/helm/v3/cmd/helm" helm_version)
     PATH="{{tools}}:$PATH" go test -count=1 ./charts {{ARGS}}
 
 # Central's OCI image for this platform into dist/kache-service.tar, no Docker daemon needed.
-image-service: (_tool "ko" "github.com/google/ko" ko_version)
-    mkdir -p dist
-    KO_DOCKER_REPO={{service_image}} \
-    KO_DEFAULTBASEIMAGE="${KO_DEFAULTBASEIMAGE:-cgr.dev/chainguard/static}" \
-    SOURCE_DATE_EPOCH="$(git log -1 --format=%ct 2>/dev/null || echo 0)" \
-    CGO_ENABLED=0 \
-    "{{tools}}"/ko build ./central/cmd/kache-service --bare --push=false --sbom=none \
-        --platform="linux/$(go env GOARCH)" --tags=latest --tarball=dist/kache-service.tar
-    @echo "dist/kache-service.tar holds {{service_image}}:latest"
+image-service: (_image "kache-service" "./central/cmd/kache-service" service_image)
 
 # Central's multi-arch image (linux/amd64, linux/arm64), pushed to $KO_DOCKER_REPO; TAGS is comma-separated.
-image-service-release TAGS="latest": (_tool "ko" "github.com/google/ko" ko_version)
-    : "${KO_DOCKER_REPO:?set KO_DOCKER_REPO to the repository to push to, e.g. {{service_image}}}"
+image-service-release TAGS="latest": (_image-release "./central/cmd/kache-service" service_image TAGS)
+
+# The sidecar's OCI image for this platform into dist/kache-sidecar.tar, no Docker daemon needed.
+image-sidecar: (_image "kache-sidecar" "./sidecar/cmd/kache-sidecar" sidecar_image)
+
+# The sidecar's multi-arch image, pushed to $KO_DOCKER_REPO; TAGS is comma-separated.
+image-sidecar-release TAGS="latest": (_image-release "./sidecar/cmd/kache-sidecar" sidecar_image TAGS)
+
+# ko builds a static, non-root image on chainguard/static (override with $KO_DEFAULTBASEIMAGE).
+_image NAME MAIN REPO: (_tool "ko" "github.com/google/ko" ko_version)
+    mkdir -p dist
+    KO_DOCKER_REPO={{REPO}} \
     KO_DEFAULTBASEIMAGE="${KO_DEFAULTBASEIMAGE:-cgr.dev/chainguard/static}" \
     SOURCE_DATE_EPOCH="$(git log -1 --format=%ct 2>/dev/null || echo 0)" \
     CGO_ENABLED=0 \
-    "{{tools}}"/ko build ./central/cmd/kache-service --bare \
+    "{{tools}}"/ko build {{MAIN}} --bare --push=false --sbom=none \
+        --platform="linux/$(go env GOARCH)" --tags=latest --tarball=dist/{{NAME}}.tar
+    @echo "dist/{{NAME}}.tar holds {{REPO}}:latest"
+
+_image-release MAIN REPO TAGS: (_tool "ko" "github.com/google/ko" ko_version)
+    : "${KO_DOCKER_REPO:?set KO_DOCKER_REPO to the repository to push to, e.g. {{REPO}}}"
+    KO_DEFAULTBASEIMAGE="${KO_DEFAULTBASEIMAGE:-cgr.dev/chainguard/static}" \
+    SOURCE_DATE_EPOCH="$(git log -1 --format=%ct 2>/dev/null || echo 0)" \
+    CGO_ENABLED=0 \
+    "{{tools}}"/ko build {{MAIN}} --bare \
         --platform=linux/amd64,linux/arm64 --tags={{TAGS}}
 
 # Release binaries for every platform into dist/ with goreleaser, as a snapshot (ARGS e.g. --single-target).
