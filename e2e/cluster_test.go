@@ -10,107 +10,16 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kache-planner/kache-planner/internal/testenv"
 )
-
-// toolsBin is where tools.sh put etcd, kube-apiserver and minio.
-func toolsBin(t testing.TB) string {
-	t.Helper()
-	dir := os.Getenv("KACHE_TOOLS_DIR")
-	if dir == "" {
-		cache, err := os.UserCacheDir()
-		if err != nil {
-			t.Fatal(err)
-		}
-		dir = filepath.Join(cache, "kache-planner", "tools")
-	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return abs
-}
-
-// need fails the test when a server binary is missing: e2e never skips
-// silently; run e2e/tools.sh first.
-func need(t testing.TB, name string) string {
-	t.Helper()
-	p := filepath.Join(toolsBin(t), name)
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("%s not built: run e2e/tools.sh (%v)", name, err)
-	}
-	return p
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// proc is a child process whose output goes to a log file kept on failure.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	once sync.Once
-	done chan struct{}
-}
-
-func start(t testing.TB, name string, env []string, bin string, args ...string) *proc {
-	t.Helper()
-	logPath := filepath.Join(t.TempDir(), name+".log")
-	f, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = append(os.Environ(), env...)
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
-	t.Cleanup(func() {
-		p.kill()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			lines := strings.Split(string(b), "\n")
-			if len(lines) > 40 {
-				lines = lines[len(lines)-40:]
-			}
-			t.Logf("--- last lines of %s ---\n%s", name, strings.Join(lines, "\n"))
-		}
-	})
-	return p
-}
-
-func (p *proc) kill() {
-	p.once.Do(func() { _ = p.cmd.Process.Kill() })
-	<-p.done
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
 
 // cluster is etcd plus a Kubernetes API server on loopback with a static
 // token; kubeconfig points at it.
@@ -122,10 +31,10 @@ type cluster struct {
 
 func startCluster(t testing.TB) *cluster {
 	t.Helper()
-	etcdBin, apiBin := need(t, "etcd"), need(t, "kube-apiserver")
+	etcdBin, apiBin := testenv.Tool(t, "etcd"), testenv.Tool(t, "kube-apiserver")
 	dir := t.TempDir()
-	client, peer := freePort(t), freePort(t)
-	start(t, "etcd", nil, etcdBin,
+	client, peer := testenv.FreePort(t), testenv.FreePort(t)
+	testenv.Start(t, "etcd", nil, etcdBin,
 		"--data-dir", filepath.Join(dir, "etcd"),
 		"--listen-client-urls", fmt.Sprintf("http://127.0.0.1:%d", client),
 		"--advertise-client-urls", fmt.Sprintf("http://127.0.0.1:%d", client),
@@ -146,8 +55,8 @@ func startCluster(t testing.TB) *cluster {
 	tokens := filepath.Join(dir, "tokens.csv")
 	must(t, os.WriteFile(tokens, []byte(token+`,e2e-admin,1,"system:masters"`+"\n"), 0o600))
 
-	port := freePort(t)
-	api := start(t, "kube-apiserver", nil, apiBin,
+	port := testenv.FreePort(t)
+	api := testenv.Start(t, "kube-apiserver", nil, apiBin,
 		"--etcd-servers", fmt.Sprintf("http://127.0.0.1:%d", client),
 		"--bind-address", "127.0.0.1",
 		"--advertise-address", "127.0.0.1",
@@ -194,7 +103,7 @@ current-context: e2e
 				break
 			}
 		}
-		if api.exited() {
+		if api.Exited() {
 			t.Fatal("kube-apiserver exited")
 		}
 		if time.Now().After(deadline) {
@@ -218,33 +127,39 @@ func must(t testing.TB, err error) {
 
 // buildService builds kache-service once per test binary: with the race
 // detector for tests, without it for benchmarks, whose figures it would skew.
-func buildService(race bool) (string, error) {
+// buildBinary builds one of the product's binaries for the tests: with the
+// race detector for tests, without it for benchmarks.
+func buildBinary(name, pkg string, race bool) (string, error) {
 	dir, err := os.MkdirTemp("", "kache-e2e-bin-*")
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "kache-service")
+	bin := filepath.Join(dir, name)
 	args := []string{"build", "-o", bin}
 	if race {
 		args = append(args, "-race")
 	}
-	cmd := exec.Command("go", append(args, "../central/cmd/kache-service")...)
+	cmd := exec.Command("go", append(args, pkg)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build kache-service: %v\n%s", err, out)
+		return "", fmt.Errorf("go build %s: %v\n%s", name, err, out)
 	}
 	return bin, nil
 }
 
-var (
-	buildRace  = sync.OnceValues(func() (string, error) { return buildService(true) })
-	buildPlain = sync.OnceValues(func() (string, error) { return buildService(false) })
-)
+type binaries struct{ race, plain func() (string, error) }
 
-func serviceBin(t testing.TB) string {
+func newBinaries(name, pkg string) binaries {
+	return binaries{
+		race:  sync.OnceValues(func() (string, error) { return buildBinary(name, pkg, true) }),
+		plain: sync.OnceValues(func() (string, error) { return buildBinary(name, pkg, false) }),
+	}
+}
+
+func (b binaries) get(t testing.TB) string {
 	t.Helper()
-	build := buildRace
+	build := b.race
 	if _, bench := t.(*testing.B); bench {
-		build = buildPlain
+		build = b.plain
 	}
 	bin, err := build()
 	if err != nil {
@@ -253,15 +168,15 @@ func serviceBin(t testing.TB) string {
 	return bin
 }
 
+var (
+	serviceBins = newBinaries("kache-service", "../central/cmd/kache-service")
+	sidecarBins = newBinaries("kache-sidecar", "../sidecar/cmd/kache-sidecar")
+)
+
+func serviceBin(t testing.TB) string { return serviceBins.get(t) }
+
+func sidecarBin(t testing.TB) string { return sidecarBins.get(t) }
+
 func waitUntil(ctx context.Context, every time.Duration, f func() bool) bool {
-	for {
-		if f() {
-			return true
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(every):
-		}
-	}
+	return testenv.WaitUntil(ctx, every, f)
 }

@@ -56,7 +56,7 @@ func newCentral(cfg config.Config, log *slog.Logger) (*central.Client, error) {
 		Endpoint:  cfg.CentralEndpoint,
 		Token:     cfg.CentralToken,
 		UserAgent: "kache-sidecar/" + buildinfo.Resolve(buildinfo.Version),
-	}, log.With("component", "central"))
+	}, log)
 }
 
 func newStore(cfg config.Config, log *slog.Logger) (*store.Store, error) {
@@ -91,7 +91,7 @@ func newBucketPlan(cfg config.Config, b *s3source.Bucket, st *store.Store, log *
 		Prefix:     prefix(cfg),
 		Planner:    plannerName,
 		IsNotFound: func(err error) bool { return errors.Is(err, s3source.ErrNotFound) },
-	}, bucketLister{b}, hist, log.With("component", "bucketplan"))
+	}, bucketLister{b}, hist, log)
 }
 
 func runnerInfo(cfg config.Config) (runner.Info, error) {
@@ -107,7 +107,7 @@ func runnerInfo(cfg config.Config) (runner.Info, error) {
 
 // newPlanner builds the planning chain; hints may be nil (warm).
 func newPlanner(cfg config.Config, info runner.Info, h planner.Hints, c *central.Client, bp *bucketplan.Source, log *slog.Logger) (*planner.Planner, error) {
-	deps := planner.Deps{Hints: h, Logger: log.With("component", "planner")}
+	deps := planner.Deps{Hints: h, Logger: log}
 	// Typed nils must not become non-nil interfaces.
 	if c != nil {
 		deps.Central = c

@@ -209,7 +209,7 @@ func warmViaSidecar(ctx context.Context, sc *sidecarClient, intent *wire.BuildIn
 
 func warmStandalone(ctx context.Context, cfg config.Config, info runner.Info, intent *wire.BuildIntent, show *progressView, log *slog.Logger) warmResult {
 	res := warmResult{via: "standalone"}
-	quiet := log.With("component", "warm")
+	quiet := log
 	b, err := newBucket(cfg)
 	if err != nil {
 		res.err = err
