@@ -102,7 +102,7 @@ type sidecar struct {
 	store string
 }
 
-func startSidecar(t *testing.T, o *objectStore, centralURL string) *sidecar {
+func startSidecar(t testing.TB, o *objectStore, centralURL string, extra ...string) *sidecar {
 	t.Helper()
 	port := testenv.FreePort(t)
 	sc := &sidecar{addr: fmt.Sprintf("127.0.0.1:%d", port), store: filepath.Join(t.TempDir(), "store")}
@@ -116,7 +116,7 @@ func startSidecar(t *testing.T, o *objectStore, centralURL string) *sidecar {
 		"AWS_ACCESS_KEY_ID=" + testenv.MinioUser,
 		"AWS_SECRET_ACCESS_KEY=" + testenv.MinioSecret,
 	}
-	sc.p = testenv.Start(t, "kache-sidecar", env, sidecarBin(t), "serve")
+	sc.p = testenv.Start(t, "kache-sidecar", env, sidecarBin(t), append([]string{"serve"}, extra...)...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if !waitUntil(ctx, 50*time.Millisecond, func() bool {
@@ -133,7 +133,7 @@ func startSidecar(t *testing.T, o *objectStore, centralURL string) *sidecar {
 }
 
 // plan posts a kache intent and returns the plan and how long it took.
-func (sc *sidecar) plan(t *testing.T, body string) (wire.PrefetchPlan, time.Duration) {
+func (sc *sidecar) plan(t testing.TB, body string) (wire.PrefetchPlan, time.Duration) {
 	t.Helper()
 	start := time.Now()
 	resp, err := httpc.Post("http://"+sc.addr+"/v2/prefetch-plan", "application/json", strings.NewReader(body))
@@ -149,7 +149,7 @@ func (sc *sidecar) plan(t *testing.T, body string) (wire.PrefetchPlan, time.Dura
 	return p, took
 }
 
-func (sc *sidecar) metric(t *testing.T, series string) string {
+func (sc *sidecar) metric(t testing.TB, series string) string {
 	t.Helper()
 	resp, err := httpc.Get("http://" + sc.addr + "/metrics")
 	must(t, err)
