@@ -40,8 +40,6 @@ func run(args []string, stdout, stderr io.Writer) error {
 	pngOut := fs.String("png", "", "chart of recall and byte precision over the history (optional)")
 	seed := fs.Uint64("seed", 1, "seed of the build model")
 	namespace := fs.String("namespace", replay.DefaultConfig(0).Namespace, `KACHE_NAMESPACE template of each job ("{target}", "{profile}", "{features}"); empty = unset`)
-	experimental := fs.Bool("experimental", false, "also score the prototype planner ranking (planner_proto) with every change")
-	protoOpts := fs.String("proto", "", "score planner_proto with only these changes: comma-separated versions,unseen,identity,toolchain")
 	only := fs.String("only", "", "score only these policies (comma-separated; none is always scored); the results file then lacks the others")
 	quiet := fs.Bool("quiet", false, "no progress on stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
@@ -73,17 +71,6 @@ func run(args []string, stdout, stderr io.Writer) error {
 	cfg.Namespace = *namespace
 	if *only != "" {
 		cfg.Only = strings.Split(*only, ",")
-	}
-	switch {
-	case *protoOpts != "":
-		o, err := replay.ParseProtoOptions(*protoOpts)
-		if err != nil {
-			return err
-		}
-		cfg.Proto = &o
-	case *experimental:
-		o := replay.FullProto()
-		cfg.Proto = &o
 	}
 	cfg.Progress = func(done, total int) {
 		if done%250 == 0 || done == total {

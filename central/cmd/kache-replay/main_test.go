@@ -47,7 +47,7 @@ func TestRunRejects(t *testing.T) {
 		{"no flags", nil},
 		{"no json", []string{"--trace", "x"}},
 		{"missing trace", []string{"--trace", "does-not-exist", "--json", "x.json"}},
-		{"bad proto", []string{"--trace", "../../internal/replay/testdata/tiny", "--json", "x.json", "--proto", "telepathy"}},
+		{"unknown flag", []string{"--trace", "../../internal/replay/testdata/tiny", "--json", "x.json", "--experimental"}},
 		{"from-git without repo", []string{"from-git", "--out", "x"}},
 	}
 	for _, tt := range tests {

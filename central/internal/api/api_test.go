@@ -358,6 +358,34 @@ func TestManifestWithNamespaceFeedsShards(t *testing.T) {
 	}
 }
 
+// The sidecar's toolchain field reaches ingest and planning over HTTP: keys
+// of another rustc are never planned.
+func TestPlanToolchain(t *testing.T) {
+	h := newHarness(t)
+	body := `{"version":3,"entries":[{"cache_key":"` + key(7) + `","crate_name":"serde","compile_time_ms":10,"artifact_size":20}],
+	"namespace":"ci","cargo_lock_deps":[["serde","1.0.0"]],"target":"x86_64-unknown-linux-gnu","profile":"debug","toolchain":"1.81.0"}`
+	if r := h.postJSON("/v1/manifests", body); r.status != 200 {
+		t.Fatalf("ingest %d %s", r.status, r.body)
+	}
+	tests := []struct {
+		name      string
+		toolchain string
+		want      wire.Disposition
+	}{
+		{"same toolchain", `"1.81.0"`, wire.Execute},
+		{"another toolchain", `"1.82.0"`, wire.UseFallback},
+		{"unknown toolchain", `""`, wire.Execute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := h.plan(`{"crate_names":["serde"],"namespace":"ci","cargo_lock_deps":[["serde","1.0.0"],["log","0.4.0"]],"toolchain":` + tt.toolchain + `}`)
+			if p.Disposition != tt.want {
+				t.Fatalf("plan %+v, want %s", p, tt.want)
+			}
+		})
+	}
+}
+
 func zstdBody(t testing.TB, v any) []byte {
 	t.Helper()
 	raw, ok := v.([]byte)

@@ -64,8 +64,8 @@ func Manifest(m *wire.BuildManifest, now time.Time) (store.Observation, error) {
 	if len(ns) > maxName {
 		fieldErrs = append(fieldErrs, "namespace longer than 255 bytes")
 	}
-	if len(m.Target) > maxName || len(m.Profile) > maxName {
-		fieldErrs = append(fieldErrs, "target or profile longer than 255 bytes")
+	if len(m.Target) > maxName || len(m.Profile) > maxName || len(m.Toolchain) > maxName {
+		fieldErrs = append(fieldErrs, "target, profile or toolchain longer than 255 bytes")
 	}
 	for i, d := range m.CargoLockDeps {
 		if d.Name == "" || d.Version == "" || len(d.Key()) > maxName {
@@ -91,17 +91,40 @@ func Manifest(m *wire.BuildManifest, now time.Time) (store.Observation, error) {
 			SizeBytes:     e.ArtifactSize,
 			Target:        m.Target,
 			Profile:       m.Profile,
+			Toolchain:     m.Toolchain,
 		}
 		byCrate[e.CrateName] = append(byCrate[e.CrateName], i)
 	}
 	// Link each lock dep to the entries of its crate: that is what a shard of
 	// this namespace would have held, without kache's one-key-per-crate loss.
+	// Entries carry no version, so a crate locked at two versions links both
+	// keys to both deps; the planner takes as many keys as versions.
 	for _, d := range m.CargoLockDeps {
 		for _, i := range byCrate[cargolock.CrateName(d.Name)] {
 			obs.DepLinks = append(obs.DepLinks, store.DepLink{Namespace: ns, Dep: d.Key(), Artifact: i})
 		}
 	}
+	// Without a namespace there are no lock deps, and an identity would
+	// mix every job of the repository.
+	if m.Namespace != nil && len(m.CargoLockDeps) > 0 {
+		id := identity(ns, m.CargoLockDeps, m.Target, m.Profile, m.Toolchain)
+		all := make([]int, len(m.Entries))
+		for i := range all {
+			all[i] = i
+		}
+		obs.Identity = &store.IdentityBuild{Digest: id.Digest(), Artifacts: all}
+	}
 	return obs, nil
+}
+
+// identity is the build identity of a namespace's build (or intent) with
+// these lock deps and dimensions.
+func identity(namespace string, deps []wire.LockDep, target, profile, toolchain string) *store.BuildIdentity {
+	keys := make([]string, len(deps))
+	for i, d := range deps {
+		keys[i] = d.Key()
+	}
+	return &store.BuildIdentity{Namespace: namespace, Target: target, Profile: profile, Toolchain: toolchain, LockDeps: keys}
 }
 
 // createdMs reads kache's RFC 3339 creation time; a manifest without one was

@@ -57,6 +57,43 @@ func TestManifestLinksLockDepsByCrateName(t *testing.T) {
 	}
 }
 
+func TestManifestIdentity(t *testing.T) {
+	ns := "ci"
+	entries := []wire.ManifestEntry{{CacheKey: key(1), CrateName: "serde"}, {CacheKey: key(2), CrateName: "app"}}
+	deps := []wire.LockDep{{Name: "serde", Version: "1.0.0"}, {Name: "app", Version: "0.1.0"}}
+	want := (&store.BuildIdentity{Namespace: ns, Target: "t", Profile: "debug", Toolchain: "1.82.0", LockDeps: []string{"app@0.1.0", "serde@1.0.0"}}).Digest()
+	tests := []struct {
+		name string
+		m    wire.BuildManifest
+		// want nil: no identity without a namespace or lock deps, since
+		// it would mix every job of the repository.
+		want *[32]byte
+	}{
+		{"namespaced with lock", wire.BuildManifest{Namespace: &ns, CargoLockDeps: deps, Target: "t", Profile: "debug", Toolchain: "1.82.0", Entries: entries}, &want},
+		{"no namespace", wire.BuildManifest{CargoLockDeps: deps, Target: "t", Profile: "debug", Toolchain: "1.82.0", Entries: entries}, nil},
+		{"no lock deps", wire.BuildManifest{Namespace: &ns, Target: "t", Profile: "debug", Toolchain: "1.82.0", Entries: entries}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			obs, err := Manifest(&tt.m, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range obs.Artifacts {
+				if a.Toolchain != "1.82.0" {
+					t.Errorf("artifact %s toolchain %q", a.CrateName, a.Toolchain)
+				}
+			}
+			switch {
+			case tt.want == nil && obs.Identity != nil:
+				t.Errorf("identity %x, want none", obs.Identity.Digest[:4])
+			case tt.want != nil && (obs.Identity == nil || obs.Identity.Digest != *tt.want || len(obs.Identity.Artifacts) != len(entries)):
+				t.Errorf("identity %+v, want digest %x over every entry", obs.Identity, (*tt.want)[:4])
+			}
+		})
+	}
+}
+
 func TestManifestRejections(t *testing.T) {
 	long := strings.Repeat("n", 256)
 	tests := []struct {
@@ -68,6 +105,7 @@ func TestManifestRejections(t *testing.T) {
 		{"traversal crate", wire.BuildManifest{Entries: []wire.ManifestEntry{{CacheKey: key(1), CrateName: "a/../b"}}}, 1},
 		{"long namespace", wire.BuildManifest{Namespace: &long}, 0},
 		{"dep without version", wire.BuildManifest{CargoLockDeps: []wire.LockDep{{Name: "a"}}}, 0},
+		{"long toolchain", wire.BuildManifest{Toolchain: long}, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

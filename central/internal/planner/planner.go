@@ -18,6 +18,7 @@ import (
 type Index interface {
 	Variants(crate string) ([]store.Variant, error)
 	DepVariants(namespace, dep string) ([]store.Variant, error)
+	Identity(digest [32]byte) ([]store.Variant, error)
 	CrateKeys(crate string, limit int) ([]string, error)
 	ArtifactCount() uint64
 	// Generation changes whenever the index changes.
@@ -49,10 +50,11 @@ type Config struct {
 	// NominalSizeBytes is charged for a candidate of unknown size when a byte
 	// budget is applied.
 	NominalSizeBytes uint64
-	// ShardPerDep caps the keys one lock dep contributes to the shard pass.
-	// kache's shards hold one key per crate; a second covers a second variant
-	// (another profile or feature set) of the same version.
-	ShardPerDep int
+	// VariantsPerVersion is how many keys the shard pass takes per locked
+	// version of a crate (default 1). A build compiles one key per crate
+	// version, and a namespace is one CI job: a second variant is an older
+	// build's key, needed only when a build reverts to it.
+	VariantsPerVersion int
 }
 
 // Planner answers plan requests from the index.
@@ -71,8 +73,8 @@ func New(idx Index, cfg Config) *Planner {
 	if cfg.NominalSizeBytes == 0 {
 		cfg.NominalSizeBytes = 1 << 20
 	}
-	if cfg.ShardPerDep <= 0 {
-		cfg.ShardPerDep = 2
+	if cfg.VariantsPerVersion <= 0 {
+		cfg.VariantsPerVersion = 1
 	}
 	return &Planner{idx: idx, cfg: cfg, now: time.Now}
 }
@@ -107,7 +109,7 @@ func (p *Planner) Plan(intent *wire.BuildIntent) (plan wire.PrefetchPlan, outcom
 		return plan, OutcomeNoState, nil
 	}
 	norm := normalizeIntent(intent)
-	src := &indexSource{idx: p.idx, intent: norm, perCrate: p.cfg.Limits.KeyCachePerCrate, perDep: p.cfg.ShardPerDep}
+	src := &indexSource{idx: p.idx, intent: norm, perCrate: p.cfg.Limits.KeyCachePerCrate, perVersion: p.cfg.VariantsPerVersion}
 	cands, comp, err := compose.Compose(norm, src, p.cfg.Limits)
 	if err != nil {
 		return plan, OutcomePlanningError, fmt.Errorf("compose plan: %w", err)
@@ -165,20 +167,90 @@ func normalizeIntent(in *wire.BuildIntent) *wire.BuildIntent {
 // indexSource adapts the index to composition, choosing variants by the
 // intent's dimensions.
 type indexSource struct {
-	idx      Index
-	intent   *wire.BuildIntent
-	perCrate int
-	perDep   int
+	idx        Index
+	intent     *wire.BuildIntent
+	perCrate   int
+	perVersion int
+	// nsKnown: the shard pass found keys built in the intent's namespace.
+	// Then a crate it left unresolved was never built there with its locked
+	// versions, and the history and key-cache passes, which can only offer
+	// keys of other versions or other jobs, are skipped.
+	nsKnown bool
 }
 
+// ShardCandidates starts from the keys of the latest build with the intent's
+// identity (namespace, lock, target, profile, toolchain): when the lock did
+// not change they are exactly what this build needs, except for edited
+// workspace members. Every other crate of the lock gets the best keys built
+// in the namespace with any of its locked versions, as many as the crate has
+// locked versions that were built there. Ingest links a lock dep to every
+// key of its crate (manifest entries carry no version), so the keys of syn 1
+// and syn 2 are under both deps, and one key per dep could pick the same key
+// twice.
 func (s *indexSource) ShardCandidates(namespace string, deps []wire.LockDep) ([]wire.PrefetchCandidate, error) {
-	var out []wire.PrefetchCandidate
-	for _, d := range deps {
-		vs, err := s.idx.DepVariants(namespace, d.Key())
-		if err != nil {
-			return nil, err
+	// Group the deps by crate without a slice per crate: the first dep of
+	// each crate in lock order, and next[i] the crate's dep after dep i.
+	keys := make([]string, len(deps))
+	crateOf := make([]string, len(deps))
+	next := make([]int, len(deps))
+	var firsts []int
+	last := make(map[string]int, len(deps))
+	for i, d := range deps {
+		keys[i] = d.Key()
+		crateOf[i] = cargolock.CrateName(d.Name)
+		next[i] = -1
+		if j, ok := last[crateOf[i]]; ok {
+			next[j] = i
+		} else {
+			firsts = append(firsts, i)
 		}
-		vs, _ = compose.CapTo(s.rank(vs), s.perDep)
+		last[crateOf[i]] = i
+	}
+	id := store.BuildIdentity{Namespace: namespace, Target: s.intent.Target, Profile: s.intent.Profile, Toolchain: s.intent.Toolchain, LockDeps: keys}
+	same, err := s.idx.Identity(id.Digest())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]wire.PrefetchCandidate, 0, len(same)+len(firsts))
+	covered := make(map[string]bool, len(same))
+	for i := range same {
+		covered[same[i].CrateName] = true
+		out = append(out, candidate(&same[i]))
+	}
+	s.nsKnown = len(same) > 0
+	for _, first := range firsts {
+		if covered[crateOf[first]] {
+			continue
+		}
+		var vs []store.Variant
+		built := 0
+		for i := first; i >= 0; i = next[i] {
+			dv, err := s.idx.DepVariants(namespace, keys[i])
+			if err != nil {
+				return nil, err
+			}
+			if len(dv) == 0 {
+				continue
+			}
+			built++
+			if built == 1 {
+				vs = dv // shared with the store: never modified
+				continue
+			}
+			if built == 2 {
+				vs = slices.Clone(vs)
+			}
+			for j := range dv {
+				if !slices.ContainsFunc(vs, func(v store.Variant) bool { return v.CacheKey == dv[j].CacheKey }) {
+					vs = append(vs, dv[j])
+				}
+			}
+		}
+		if built == 0 {
+			continue
+		}
+		s.nsKnown = true
+		vs, _ = compose.CapTo(s.rank(vs, built == 1), built*s.perVersion)
 		for i := range vs {
 			out = append(out, candidate(&vs[i]))
 		}
@@ -187,13 +259,16 @@ func (s *indexSource) ShardCandidates(namespace string, deps []wire.LockDep) ([]
 }
 
 func (s *indexSource) HistoryCandidates(crates []string) ([]wire.PrefetchCandidate, error) {
+	if s.nsKnown {
+		return nil, nil
+	}
 	out := make([]wire.PrefetchCandidate, 0, 2*len(crates))
 	for _, c := range crates {
 		vs, err := s.idx.Variants(c)
 		if err != nil {
 			return nil, err
 		}
-		vs = s.rank(vs)
+		vs = s.rank(vs, true)
 		for i := range vs {
 			out = append(out, candidate(&vs[i]))
 		}
@@ -202,6 +277,9 @@ func (s *indexSource) HistoryCandidates(crates []string) ([]wire.PrefetchCandida
 }
 
 func (s *indexSource) KeyCacheKeys(crate string) ([]string, error) {
+	if s.nsKnown {
+		return nil, nil
+	}
 	// A few more than the per-crate cap keeps the drop counters meaningful
 	// without listing every key of a crate with thousands.
 	limit := 4 * s.perCrate
@@ -211,27 +289,50 @@ func (s *indexSource) KeyCacheKeys(crate string) ([]string, error) {
 	return s.idx.CrateKeys(crate, limit)
 }
 
-// rank orders variants for choice: those matching the intent's target and
-// profile first, then newest first (the store's order). Without dimensions in
-// the intent it keeps recency order. The store's slices are shared, so
-// sorting works on a copy.
-func (s *indexSource) rank(vs []store.Variant) []store.Variant {
-	if s.intent.Target == "" && s.intent.Profile == "" {
-		return vs
-	}
-	vs = slices.Clone(vs)
+// rank drops the variants built for another target, profile or toolchain
+// than the intent's (every cache key hashes all three, so such a key is never
+// the one a build needs) and orders the rest: those matching more of the
+// intent's dimensions first (a variant of unknown dimensions may still be
+// right), then newest first, then by key. byRecency says vs is already in
+// that recency order (one store list). The result may share vs's array, so
+// it must not be modified.
+func (s *indexSource) rank(vs []store.Variant, byRecency bool) []store.Variant {
+	in := s.intent
+	differs := func(want, got string) bool { return want != "" && got != "" && want != got }
 	score := func(v *store.Variant) int {
 		n := 0
-		if s.intent.Target != "" && v.Target == s.intent.Target {
+		if in.Toolchain != "" && v.Toolchain == in.Toolchain {
+			n += 4
+		}
+		if in.Target != "" && v.Target == in.Target {
 			n += 2
 		}
-		if s.intent.Profile != "" && v.Profile == s.intent.Profile {
+		if in.Profile != "" && v.Profile == in.Profile {
 			n++
 		}
 		return n
 	}
-	slices.SortStableFunc(vs, func(a, b store.Variant) int { return cmp.Compare(score(&b), score(&a)) })
-	return vs
+	// Most plans keep every variant in store order: check before copying.
+	keep := byRecency
+	for i := 0; keep && i < len(vs); i++ {
+		v := &vs[i]
+		keep = !differs(in.Target, v.Target) && !differs(in.Profile, v.Profile) && !differs(in.Toolchain, v.Toolchain) &&
+			(i == 0 || score(v) <= score(&vs[i-1]))
+	}
+	if keep {
+		return vs
+	}
+	kept := make([]store.Variant, 0, len(vs))
+	for i := range vs {
+		v := &vs[i]
+		if !differs(in.Target, v.Target) && !differs(in.Profile, v.Profile) && !differs(in.Toolchain, v.Toolchain) {
+			kept = append(kept, *v)
+		}
+	}
+	slices.SortStableFunc(kept, func(a, b store.Variant) int {
+		return cmp.Or(cmp.Compare(score(&b), score(&a)), cmp.Compare(b.LastSeenMs, a.LastSeenMs), strings.Compare(a.CacheKey, b.CacheKey))
+	})
+	return kept
 }
 
 func candidate(v *store.Variant) wire.PrefetchCandidate {

@@ -102,10 +102,8 @@ func newBuild(r *runner, seq, commit, jobIndex int, g *LockGraph) *Build {
 
 // Manifest is what `kache save-manifest` writes after the build: one entry
 // per key with the crate name, compile time and size, plus the ingest
-// extensions central accepts (namespace, lock deps, target, profile) and the
-// runner context a sidecar would add, whose label "rustc" holds the
-// toolchain (central ignores it; the prototype reads it). Entries are in
-// build order.
+// extensions central accepts (namespace, lock deps, target, profile,
+// toolchain), which a sidecar adds. Entries are in build order.
 func (b *Build) Manifest(endMs int64) wire.BuildManifest {
 	m := wire.BuildManifest{
 		Version:     3,
@@ -115,7 +113,7 @@ func (b *Build) Manifest(endMs int64) wire.BuildManifest {
 		Namespace:   b.Namespace,
 		Target:      b.Job.Target,
 		Profile:     b.Job.Profile,
-		Runner:      runnerContext(b),
+		Toolchain:   b.Toolchain,
 	}
 	for i := range b.Units {
 		u := &b.Units[i]
@@ -125,9 +123,4 @@ func (b *Build) Manifest(endMs int64) wire.BuildManifest {
 		m.CargoLockDeps = b.Lock.LockDeps
 	}
 	return m
-}
-
-// runnerContext is the CI context a sidecar reports with a build.
-func runnerContext(b *Build) *wire.RunnerContext {
-	return &wire.RunnerContext{Labels: map[string]string{"rustc": b.Toolchain}}
 }

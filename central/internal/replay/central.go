@@ -14,9 +14,9 @@ import (
 
 // central is our planner through the real central code, in process: the
 // goleveldb store (in memory), ingest of each build manifest and the
-// planner. The intent is kache's plus the target and profile a sidecar
-// adds; the manifests carry the ingest extensions (namespace, lock deps,
-// target, profile) with created set to the build's end.
+// planner. The intent is kache's plus the target, profile and toolchain a
+// sidecar adds; the manifests carry the ingest extensions (namespace, lock
+// deps, target, profile, toolchain) with created set to the build's end.
 type central struct {
 	name string
 	st   *store.Store
@@ -62,6 +62,7 @@ func sidecarIntent(b *Build) wire.BuildIntent {
 	in := b.Intent
 	in.Target = b.Job.Target
 	in.Profile = b.Job.Profile
+	in.Toolchain = b.Toolchain
 	return in
 }
 

@@ -37,7 +37,6 @@ var policyColors = map[string]color.RGBA{
 	PolicyLockfileAll:   {140, 90, 40, 255},
 	PolicyPlanner:       {30, 90, 225, 255},
 	PolicyOracle:        {30, 165, 60, 255},
-	PolicyPlannerProto:  {220, 30, 30, 255},
 }
 
 // WriteChart draws recall (top) and byte precision (bottom) over the

@@ -33,8 +33,6 @@ const (
 	PolicyLockfileAll   = "lockfile_all"
 	PolicyPlanner       = "planner"
 	PolicyOracle        = "oracle"
-	// PolicyPlannerProto is the prototype ranking (Config.Experimental).
-	PolicyPlannerProto = "planner_proto"
 )
 
 func executePlan(name string, cands []wire.PrefetchCandidate) wire.PrefetchPlan {

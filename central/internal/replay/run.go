@@ -22,9 +22,6 @@ type Config struct {
 	Cost            CostModel
 	Transfer        TransferModel
 	Build           BuildModel
-	// Proto, when set, adds the prototype planner (planner_proto) with
-	// these changes.
-	Proto *ProtoOptions
 	// Only, when set, scores just these policies (a measurement aid: the
 	// results file then lacks the others). The fallback planner still
 	// answers for remote planners that fall back.
@@ -80,7 +77,6 @@ type Model struct {
 	Cost            CostModel     `json:"cost"`
 	Transfer        TransferModel `json:"transfer"`
 	Build           BuildModel    `json:"build"`
-	Proto           *ProtoOptions `json:"proto,omitempty"`
 }
 
 // runner holds one run's state.
@@ -134,14 +130,6 @@ func (r *runner) setupPolicies() ([]io.Closer, error) {
 	}
 	closers := []io.Closer{c}
 	all := []Policy{none{}, fb, newKacheService(), &lockfileAll{bucket: r.bucket, maxKeys: r.cfg.Transfer.MaxKeys}, c, oracle{}}
-	if r.cfg.Proto != nil {
-		p, err := newProto(*r.cfg.Proto)
-		if err != nil {
-			return closers, err
-		}
-		closers = append(closers, p)
-		all = append(all, p)
-	}
 	for _, p := range all {
 		if len(r.cfg.Only) == 0 || slices.Contains(r.cfg.Only, p.Name()) || p.Name() == PolicyNone {
 			r.policies = append(r.policies, p)
@@ -250,7 +238,7 @@ func (r *runner) complete(c *completed) error {
 func (r *runner) result() *Result {
 	res := &Result{
 		Project: r.trace.Project, Seed: r.cfg.Seed, Commits: len(r.trace.Commits), Branches: r.sched.Branches,
-		Model:    Model{Jobs: r.cfg.Jobs, Namespace: r.cfg.Namespace, ToolchainLagSec: r.cfg.ToolchainLagSec, Cost: r.cfg.Cost, Transfer: r.cfg.Transfer, Build: r.cfg.Build, Proto: r.cfg.Proto},
+		Model:    Model{Jobs: r.cfg.Jobs, Namespace: r.cfg.Namespace, ToolchainLagSec: r.cfg.ToolchainLagSec, Cost: r.cfg.Cost, Transfer: r.cfg.Transfer, Build: r.cfg.Build},
 		Policies: map[string]PolicyResult{},
 		Scores:   map[string][]BuildScore{},
 	}

@@ -102,8 +102,6 @@ func TestRunSynthetic(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := DefaultConfig(7)
-	proto := FullProto()
-	cfg.Proto = &proto
 	res, err := Run(tr, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -111,7 +109,7 @@ func TestRunSynthetic(t *testing.T) {
 	if res.Project != "synthetic" || res.Commits != 48 || res.Branches != 8 || res.Builds != 48*len(cfg.Jobs) {
 		t.Fatalf("project %s, %d commits, %d branches, %d builds", res.Project, res.Commits, res.Branches, res.Builds)
 	}
-	for _, name := range []string{PolicyNone, PolicyKacheFallback, PolicyKacheService, PolicyLockfileAll, PolicyPlanner, PolicyOracle, PolicyPlannerProto} {
+	for _, name := range []string{PolicyNone, PolicyKacheFallback, PolicyKacheService, PolicyLockfileAll, PolicyPlanner, PolicyOracle} {
 		pr, ok := res.Policies[name]
 		if !ok {
 			t.Fatalf("no results for %s", name)

@@ -15,11 +15,15 @@
 //	0x05 lp(ns) lp(name@version) inv(ms) key[32] -> dep index: keys built with that lock dep (crate, cost, size, dims)
 //	0x06 lp(client_record_id)                 -> build timeline: unit count, then the zstd body as received
 //	0x07 s3 object key                        -> ETag of a bucket object already crawled
+//	0x08 identity[32]                         -> the latest build of an identity: its time and keys (crate, cost, size)
 //
 // lp(s) is a one-byte length followed by s (strings longer than 255 bytes are
 // rejected before they reach the store). Cache keys are stored as their 32 raw
 // bytes. inv(ms) is the bitwise NOT of the build time in milliseconds,
 // big-endian, so a prefix scan yields the newest variants first and an ingest
 // writes one small entry per artifact instead of rewriting a list. Integers in
-// values are unsigned varints.
+// values are unsigned varints. An identity is the SHA-256 of what makes two
+// builds compile the same keys, member sources aside (BuildIdentity).
+//
+// SchemaVersion in keys.go lists the versions; Open upgrades older ones.
 package store

@@ -15,11 +15,18 @@ const (
 	prefixDep        byte = 0x05
 	prefixTimeline   byte = 0x06
 	prefixObject     byte = 0x07
+	prefixIdentity   byte = 0x08
 )
 
 // SchemaVersion is the key encoding this package writes. Open refuses a
-// database written by a newer version.
-const SchemaVersion uint32 = 1
+// database written by a newer version and upgrades an older one (see
+// migrate).
+//
+//	1: the first encoding.
+//	2: a toolchain after the target and profile of artifact records and
+//	   index entries (absent in version 1 values: unknown), and the identity
+//	   table (0x08).
+const SchemaVersion uint32 = 2
 
 var (
 	keySchemaVersion = []byte{prefixMeta, 's', 'c', 'h', 'e', 'm', 'a', '_', 'v', 'e', 'r', 's', 'i', 'o', 'n'}
@@ -123,4 +130,9 @@ func seedKey(digest string) []byte {
 // objectKey records a bucket object already ingested, by its S3 key.
 func objectKey(s3key string) []byte {
 	return append([]byte{prefixObject}, s3key...)
+}
+
+// identityKey is where the latest build of an identity lists its keys.
+func identityKey(digest [32]byte) []byte {
+	return append([]byte{prefixIdentity}, digest[:]...)
 }

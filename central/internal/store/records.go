@@ -16,6 +16,8 @@ type Variant struct {
 	Seen          uint32
 	Target        string
 	Profile       string
+	// Toolchain is the rustc version that built it ("" = unknown).
+	Toolchain string
 	// Built is false for keys only known to exist (a bucket listing or a
 	// seed's key_cache), true once a build manifest or timeline named them.
 	Built bool
@@ -108,11 +110,14 @@ type record struct {
 	builtAtMs int64
 }
 
-// encodeArtifact: lp(crate) body builtAt.
+// encodeArtifact: lp(crate) body builtAt lp(toolchain). Schema 1 records end
+// before builtAt or before the toolchain; both read as zero.
 func encodeArtifact(r *record) []byte {
 	b, _ := appendLP(make([]byte, 0, 64), r.CrateName)
 	b = appendVariantBody(b, &r.Variant)
-	return binary.AppendUvarint(b, uint64(r.builtAtMs))
+	b = binary.AppendUvarint(b, uint64(r.builtAtMs))
+	b, _ = appendLP(b, r.Toolchain)
+	return b
 }
 
 func decodeArtifact(key rawKey, b []byte) (record, error) {
@@ -123,6 +128,9 @@ func decodeArtifact(key rawKey, b []byte) (record, error) {
 	if d.err == nil && len(d.b) > 0 {
 		r.builtAtMs = int64(d.uvarint())
 	}
+	if d.err == nil && len(d.b) > 0 {
+		r.Toolchain = d.str()
+	}
 	if d.err != nil {
 		return record{}, fmt.Errorf("decode artifact %s: %w", r.CacheKey, d.err)
 	}
@@ -130,8 +138,8 @@ func decodeArtifact(key rawKey, b []byte) (record, error) {
 }
 
 // encodeEntry is the value of a crate or dep index entry: [lp(crate)] cost,
-// size, seen, flags, lp(target), lp(profile). The time and key are in the
-// entry's key.
+// size, seen, flags, lp(target), lp(profile), lp(toolchain). The time and key
+// are in the entry's key. Schema 1 entries end before the toolchain.
 func encodeEntry(v *Variant, withCrate bool) []byte {
 	b := make([]byte, 0, 48)
 	if withCrate {
@@ -147,6 +155,7 @@ func encodeEntry(v *Variant, withCrate bool) []byte {
 	b = append(b, flags)
 	b, _ = appendLP(b, v.Target)
 	b, _ = appendLP(b, v.Profile)
+	b, _ = appendLP(b, v.Toolchain)
 	return b
 }
 
@@ -161,6 +170,9 @@ func decodeEntry(b []byte, v *Variant, withCrate bool, names *interner) error {
 	v.Built = d.byte()&flagBuilt != 0
 	v.Target = d.str()
 	v.Profile = d.str()
+	if d.err == nil && len(d.b) > 0 {
+		v.Toolchain = d.str()
+	}
 	if d.err != nil {
 		return fmt.Errorf("decode index entry: %w", d.err)
 	}

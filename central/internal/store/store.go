@@ -139,10 +139,8 @@ func (s *Store) migrate() error {
 	v, err := s.db.Get(keySchemaVersion, nil)
 	switch {
 	case errors.Is(err, leveldb.ErrNotFound):
-		var b [4]byte
-		binary.BigEndian.PutUint32(b[:], SchemaVersion)
-		if err := s.db.Put(keySchemaVersion, b[:], s.wo); err != nil {
-			return fmt.Errorf("write schema version: %w", err)
+		if err := s.putSchemaVersion(); err != nil {
+			return err
 		}
 	case err != nil:
 		return fmt.Errorf("read schema version: %w", err)
@@ -150,6 +148,15 @@ func (s *Store) migrate() error {
 		return fmt.Errorf("%w: malformed schema key", ErrSchema)
 	case binary.BigEndian.Uint32(v) > SchemaVersion:
 		return fmt.Errorf("%w: database has %d, this binary knows %d", ErrSchema, binary.BigEndian.Uint32(v), SchemaVersion)
+	case binary.BigEndian.Uint32(v) < SchemaVersion:
+		// 1 -> 2 rewrites nothing: version 1 values decode with an unknown
+		// toolchain, and the identity table fills as builds are ingested.
+		// The bump keeps a version 1 binary, which would not maintain the
+		// identity table, from opening the database again.
+		if err := s.putSchemaVersion(); err != nil {
+			return err
+		}
+		s.opts.Logger.Info("database schema upgraded", "from", binary.BigEndian.Uint32(v), "to", SchemaVersion)
 	}
 	c, err := s.db.Get(keyArtifactCount, nil)
 	if err == nil && len(c) == 8 {
@@ -158,6 +165,15 @@ func (s *Store) migrate() error {
 		return fmt.Errorf("read artifact count: %w", err)
 	}
 	return s.rebuildFilter(2 * int(s.artifacts.Load()))
+}
+
+func (s *Store) putSchemaVersion() error {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], SchemaVersion)
+	if err := s.db.Put(keySchemaVersion, b[:], s.wo); err != nil {
+		return fmt.Errorf("write schema version: %w", err)
+	}
+	return nil
 }
 
 // rebuildFilter fills a new key filter from the artifact records.

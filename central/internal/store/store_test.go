@@ -309,7 +309,7 @@ func TestCachedAndStoredListsAgree(t *testing.T) {
 
 func TestCodecRoundTrip(t *testing.T) {
 	vs := []Variant{
-		{CacheKey: hexKey(1), CrateName: "serde", CompileTimeMs: 1 << 40, SizeBytes: 3, Seen: 7, Target: "x86_64-unknown-linux-gnu", Profile: "release", Built: true},
+		{CacheKey: hexKey(1), CrateName: "serde", CompileTimeMs: 1 << 40, SizeBytes: 3, Seen: 7, Target: "x86_64-unknown-linux-gnu", Profile: "release", Toolchain: "1.82.0", Built: true},
 		{CacheKey: hexKey(2), CrateName: "a"},
 	}
 	for _, v := range vs {

@@ -19,6 +19,9 @@ type (
 		AtMs      int64
 		Artifacts []Artifact
 		DepLinks  []DepLink
+		// Identity, when set, makes these artifacts the latest build of
+		// an identity.
+		Identity *IdentityBuild
 		// SeedDigest, when set, marks a seed file as imported in the same batch.
 		SeedDigest string
 		// Objects marks bucket objects (key -> ETag) as crawled in the same
@@ -33,6 +36,7 @@ type (
 		SizeBytes     uint64
 		Target        string
 		Profile       string
+		Toolchain     string
 		// SeenAtMs overrides the observation's AtMs (0 = use AtMs).
 		SeenAtMs int64
 		// ListedOnly: known to exist, not known to have been built.
@@ -110,6 +114,11 @@ func (s *Store) prepare(obs Observation) (*writeSet, error) {
 			return nil, err
 		}
 	}
+	if obs.Identity != nil {
+		if err := s.putIdentity(w, *obs.Identity, merged, at); err != nil {
+			return nil, err
+		}
+	}
 	for k, r := range w.records {
 		w.batch.Put(artifactKey(k), encodeArtifact(r))
 	}
@@ -163,7 +172,7 @@ func (s *Store) mergeArtifact(w *writeSet, a Artifact, at int64) (*record, error
 	if err != nil {
 		return nil, err
 	}
-	for _, str := range []string{a.CrateName, a.Target, a.Profile} {
+	for _, str := range []string{a.CrateName, a.Target, a.Profile, a.Toolchain} {
 		if len(str) > 255 {
 			return nil, fmt.Errorf("%w: name of %d bytes", errKeyEncoding, len(str))
 		}
@@ -198,6 +207,9 @@ func (s *Store) mergeArtifact(w *writeSet, a Artifact, at int64) (*record, error
 	}
 	if a.Profile != "" {
 		r.Profile = s.names.intern([]byte(a.Profile))
+	}
+	if a.Toolchain != "" {
+		r.Toolchain = s.names.intern([]byte(a.Toolchain))
 	}
 	r.LastSeenMs = max(r.LastSeenMs, seen)
 	r.FirstSeenMs = min(r.FirstSeenMs, seen)
