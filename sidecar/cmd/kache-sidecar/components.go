@@ -116,7 +116,7 @@ func newPlanner(cfg config.Config, info runner.Info, h planner.Hints, c *central
 		deps.Bucket = bp
 	}
 	rc := info.Context
-	return planner.New(planner.Config{Name: plannerName, Deadline: cfg.PlanDeadline, Runner: &rc, Target: info.Target}, deps)
+	return planner.New(planner.Config{Name: plannerName, Deadline: cfg.PlanDeadline, Runner: &rc, Target: info.Target, Toolchain: cfg.Toolchain}, deps)
 }
 
 // timelineReporter sends closed sessions' outcomes to central.

@@ -197,3 +197,12 @@ func TestRunUsage(t *testing.T) {
 	}
 }
 
+func TestParseRustcRelease(t *testing.T) {
+	out := "rustc 1.82.0 (f6e511eec 2024-10-15)\nbinary: rustc\ncommit-hash: f6e511eec\nhost: x86_64-unknown-linux-gnu\nrelease: 1.82.0\nLLVM version: 19.1.1\n"
+	if got := parseRustcRelease(out); got != "1.82.0" {
+		t.Fatalf("release %q", got)
+	}
+	if got := parseRustcRelease("error: no toolchain"); got != "" {
+		t.Fatalf("release of garbage %q", got)
+	}
+}

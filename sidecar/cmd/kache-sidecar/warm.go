@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -97,12 +98,40 @@ func workspaceIntent(cfg config.Config) (*wire.BuildIntent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	in := &wire.BuildIntent{CrateNames: lock.DependencyOrder(), CargoLockDeps: []wire.LockDep{}}
+	in := &wire.BuildIntent{CrateNames: lock.DependencyOrder(), CargoLockDeps: []wire.LockDep{}, Toolchain: cfg.Toolchain}
+	if in.Toolchain == "" {
+		in.Toolchain = rustcRelease(cfg.Workspace)
+	}
 	if ns := strings.TrimSpace(cfg.Namespace); ns != "" {
 		in.Namespace = &ns
 		in.CargoLockDeps = lock.Deps()
 	}
 	return in, nil
+}
+
+// rustcRelease asks the workspace's rustc (rustup honours its
+// rust-toolchain file there) for its release, e.g. "1.82.0"; "" when there
+// is no rustc.
+func rustcRelease(dir string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "rustc", "-vV")
+	cmd.Dir = dir
+	out, err := cmd.Output()
+	if err != nil {
+		return ""
+	}
+	return parseRustcRelease(string(out))
+}
+
+// parseRustcRelease reads the `release: X` line of `rustc -vV`.
+func parseRustcRelease(out string) string {
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(line, "release:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 // sidecarClient talks to a running sidecar's planner surface.

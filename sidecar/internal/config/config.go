@@ -62,6 +62,7 @@ type Config struct {
 	Ref          string
 	Commit       string
 	Target       string
+	Toolchain    string
 	RunnerLabels string
 
 	LogLevel        slog.Level
@@ -146,6 +147,7 @@ func Parse(cmd string, args []string, lookupEnv func(string) (string, bool), out
 	f.str(&c.Ref, "ref", "KACHE_SIDECAR_REF", "", "git ref sent to central (default from the CI environment)")
 	f.str(&c.Commit, "commit", "KACHE_SIDECAR_COMMIT", "", "commit sent to central (default from the CI environment)")
 	f.str(&c.Target, "target", "KACHE_SIDECAR_TARGET", "", "target triple of the build (default CARGO_BUILD_TARGET, else the host)")
+	f.str(&c.Toolchain, "toolchain", "KACHE_SIDECAR_TOOLCHAIN", "", "rustc release of the builds, e.g. 1.82.0, sent to central (warm runs `rustc -vV` in the workspace when unset)")
 	f.str(&c.RunnerLabels, "runner-labels", "KACHE_SIDECAR_RUNNER_LABELS", "", "runner labels sent to central, k=v,k2=v2")
 	var level string
 	f.str(&level, "log-level", "KACHE_SIDECAR_LOG_LEVEL", "info", "debug, info, warn or error")

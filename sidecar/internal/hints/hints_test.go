@@ -48,6 +48,7 @@ func TestKeyOf(t *testing.T) {
 		{name: "dep bumped", modify: func(in *wire.BuildIntent) { in.CargoLockDeps[0].Version = "1.0.211" }},
 		{name: "target", modify: func(in *wire.BuildIntent) { in.Target = "aarch64-apple-darwin" }},
 		{name: "profile", modify: func(in *wire.BuildIntent) { in.Profile = "release" }},
+		{name: "toolchain", modify: func(in *wire.BuildIntent) { in.Toolchain = "1.82.0" }},
 		{name: "budget", modify: func(in *wire.BuildIntent) { in.Budget = &wire.Budget{MaxKeys: 10} }},
 		{name: "repository", modify: func(in *wire.BuildIntent) { in.Runner.Repository = "acme/other" }},
 		{name: "no runner", modify: func(in *wire.BuildIntent) { in.Runner = nil }},

@@ -22,7 +22,7 @@ func (k Key) String() string { return hex.EncodeToString(k[:]) }
 
 // keyVersion is mixed into every key; bump it when KeyOf's inputs change so
 // that old hints stop matching instead of matching the wrong intents.
-const keyVersion = "kache-sidecar/hint-key/v1"
+const keyVersion = "kache-sidecar/hint-key/v2"
 
 // KeyOf derives the hint key of an intent. The digest is blake3 over a
 // canonical, length-prefixed encoding of what decides a plan:
@@ -63,6 +63,7 @@ func KeyOf(in *wire.BuildIntent) Key {
 	}
 	b = appendString(b, in.Target)
 	b = appendString(b, in.Profile)
+	b = appendString(b, in.Toolchain)
 	features := slices.Clone(in.Features)
 	slices.Sort(features)
 	b = appendStrings(b, features)

@@ -91,6 +91,10 @@ type Config struct {
 	// and the hint key see the runner's context.
 	Runner *wire.RunnerContext
 	Target string
+	// Toolchain is the rustc release of the runner\'s builds (e.g. "1.82.0"),
+	// added to intents that lack it: central drops variants of other
+	// toolchains.
+	Toolchain string
 }
 
 func (c Config) withDefaults() Config {
@@ -343,6 +347,9 @@ func (p *Planner) enrich(intent *wire.BuildIntent) *wire.BuildIntent {
 	}
 	if in.Target == "" {
 		in.Target = p.cfg.Target
+	}
+	if in.Toolchain == "" {
+		in.Toolchain = p.cfg.Toolchain
 	}
 	return &in
 }

@@ -344,13 +344,22 @@ func (e *Engine) runCandidate(s *Session, c *candidate) {
 
 func (e *Engine) fetchPlanned(s *Session, c *candidate) (result, int64, error) {
 	ref := store.Ref{Kind: store.Pack, Crate: c.crate, CacheKey: c.key}
+	mref := store.Ref{Kind: store.EntryManifest, Crate: c.crate, CacheKey: c.key}
 	if e.st.Has(ref) {
-		return resultPresent, 0, nil
+		// The pack may have come without its entry manifest (a demand, or
+		// an earlier manifest GET that failed): complete the pair.
+		var n int64
+		if !e.cfg.SkipEntryManifests && !e.st.Has(mref) {
+			var err error
+			if n, _, err = e.fetch(e.ctx, mref, s, -1, false); err != nil {
+				e.log.Debug("entry manifest", "object", mref.String(), "error", err)
+			}
+		}
+		return resultPresent, n, nil
 	}
 	var total int64
 	expect := int64(-1)
 	if !e.cfg.SkipEntryManifests {
-		mref := store.Ref{Kind: store.EntryManifest, Crate: c.crate, CacheKey: c.key}
 		n, _, err := e.fetch(e.ctx, mref, s, -1, false)
 		total += n
 		switch {
@@ -429,7 +438,7 @@ func (e *Engine) attempt(ctx context.Context, r store.Ref, s *Session, expect in
 		e.m.corrupt.Inc()
 		return 0, false, fmt.Errorf("%w: %s is %d bytes, its entry manifest says %d", store.ErrCorrupt, r, obj.Size, expect)
 	}
-	if s != nil && !s.reserve(obj.Size) {
+	if s != nil && !s.reserve(r, obj.Size) {
 		return 0, false, fmt.Errorf("%w: %s is %d bytes", ErrBudgetExceeded, r, obj.Size)
 	}
 	w, err := e.st.Create(r, obj.Size)
@@ -447,6 +456,11 @@ func (e *Engine) attempt(ctx context.Context, r store.Ref, s *Session, expect in
 	e.m.bytes.Add(float64(n))
 	if s != nil {
 		s.settle(obj.Size, n)
+	}
+	if mw, ok := dst.(*magicWriter); ok && err == nil && n == obj.Size && mw.seen < len(zstdMagic) {
+		// Complete but shorter than a frame header (an empty pack): the
+		// magic check never saw enough bytes to refuse it.
+		err = fmt.Errorf("%w: %s is %d bytes, not a zstd frame", store.ErrCorrupt, r, n)
 	}
 	if err != nil {
 		w.Abort()

@@ -56,6 +56,9 @@ type candidate struct {
 	crate    string
 	source   wire.Source
 	sizeHint uint64
+	// held is byte budget held for sizeHint from dispatch until the pack's
+	// GET reserves its real size (guarded by Session.bmu).
+	held int64
 
 	res        result
 	bytes      int64
@@ -171,8 +174,9 @@ func (s *Session) nextLocked(now time.Time) *candidate {
 			s.stopWhy = "max_keys"
 			break
 		}
-		// A known size that cannot fit is skipped without a request.
-		if s.budget.MaxBytes > 0 && c.sizeHint > 0 && !s.fits(int64(c.sizeHint)) {
+		// A known size that cannot fit is skipped without a request; one
+		// that fits is held, so that downloads dispatched meanwhile see it.
+		if s.budget.MaxBytes > 0 && c.sizeHint > 0 && !s.hold(c) {
 			c.res = resultOverBudget
 			continue
 		}
@@ -201,16 +205,40 @@ func (s *Session) completeLocked() {
 	s.markDone()
 }
 
-func (s *Session) fits(n int64) bool {
+// hold claims c's size hint from the byte budget, or reports that it does
+// not fit.
+func (s *Session) hold(c *candidate) bool {
 	s.bmu.Lock()
 	defer s.bmu.Unlock()
-	return s.reserved+n <= s.budget.MaxBytes
+	n := int64(c.sizeHint)
+	if s.reserved+n > s.budget.MaxBytes {
+		return false
+	}
+	s.reserved += n
+	c.held = n
+	return true
 }
 
-// reserve claims n bytes of the byte budget, or reports that they do not fit.
-func (s *Session) reserve(n int64) bool {
+// unhold returns what is still held for c's size hint.
+func (s *Session) unhold(c *candidate) {
+	s.bmu.Lock()
+	s.reserved -= c.held
+	c.held = 0
+	s.bmu.Unlock()
+}
+
+// reserve claims n bytes of the byte budget for object r, or reports that
+// they do not fit. For a planned pack the bytes held for its size hint are
+// given back first: the real size replaces the estimate.
+func (s *Session) reserve(r store.Ref, n int64) bool {
 	s.bmu.Lock()
 	defer s.bmu.Unlock()
+	// byRef is not written after Submit, so it is read here without the
+	// engine's mutex.
+	if c := s.byRef[r]; c != nil && c.held > 0 {
+		s.reserved -= c.held
+		c.held = 0
+	}
 	if s.budget.MaxBytes > 0 && s.reserved+n > s.budget.MaxBytes {
 		return false
 	}
@@ -229,6 +257,7 @@ func (s *Session) settle(n, got int64) {
 
 func (s *Session) finishLocked(c *candidate, res result, n int64, started, finished time.Time) {
 	c.res, c.bytes, c.started, c.finished = res, n, started, finished
+	s.unhold(c) // the pack was never requested (present, joined, failed before)
 	s.inflight--
 	s.lastAct = finished
 	s.completeLocked()
