@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kache-planner/kache-planner/internal/testenv"
 )
 
 // TestChartInstallsIntoAPIServer installs the chart with every
@@ -16,7 +18,7 @@ import (
 // must succeed too. No nodes run here, so pods are not scheduled.
 func TestChartInstallsIntoAPIServer(t *testing.T) {
 	c := startCluster(t)
-	helm := need(t, "helm")
+	helm := testenv.Tool(t, "helm")
 	files, err := filepath.Glob("../charts/kache-service/ci/*.yaml")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no ci values files: %v", err)

@@ -18,12 +18,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kache-planner/kache-planner/internal/testenv"
 	"github.com/kache-planner/kache-planner/shared/wire"
 )
 
 // replica is one kache-service process with leader election on.
 type replica struct {
-	p    *proc
+	p    *testenv.Proc
 	addr string
 }
 
@@ -37,14 +38,14 @@ const (
 // a bucket.
 func startReplica(t testing.TB, c *cluster, name string, env []string, extra ...string) *replica {
 	t.Helper()
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	args := append([]string{
 		"--bind", fmt.Sprintf("127.0.0.1:%d", port),
 		"--db-path", filepath.Join(t.TempDir(), "planner.db"),
 		"--ha-enabled", "--ha-namespace", "default", "--ha-lease-name", "kache-service-e2e",
 		"--ha-lease-duration", leaseDuration.String(), "--ha-renew-deadline", renewDeadline.String(), "--ha-retry-period", retryPeriod.String(),
 	}, extra...)
-	p := start(t, name, append([]string{"KUBECONFIG=" + c.kubeconfig, "HOSTNAME=" + name, "KACHE_LOG=info"}, env...), serviceBin(t), args...)
+	p := testenv.Start(t, name, append([]string{"KUBECONFIG=" + c.kubeconfig, "HOSTNAME=" + name, "KACHE_LOG=info"}, env...), serviceBin(t), args...)
 	r := &replica{p: p, addr: fmt.Sprintf("http://127.0.0.1:%d", port)}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -168,7 +169,7 @@ func TestLeaderFailover(t *testing.T) {
 	}
 
 	killed := time.Now()
-	leader.p.kill()
+	leader.p.Kill()
 	ctx2, cancel2 := context.WithTimeout(context.Background(), leaseDuration+5*time.Second)
 	defer cancel2()
 	ok := waitUntil(ctx2, 50*time.Millisecond, func() bool { return follower.status("/readyz") == 200 })
@@ -218,7 +219,7 @@ func TestGracefulHandover(t *testing.T) {
 		t.Fatal("no leader")
 	}
 	start := time.Now()
-	must(t, rs[leaderIdx].p.cmd.Process.Signal(os.Interrupt))
+	must(t, rs[leaderIdx].p.Signal(os.Interrupt))
 	ctx2, cancel2 := context.WithTimeout(context.Background(), leaseDuration)
 	defer cancel2()
 	if !waitUntil(ctx2, 50*time.Millisecond, func() bool { return rs[1-leaderIdx].status("/readyz") == 200 }) {
@@ -227,11 +228,11 @@ func TestGracefulHandover(t *testing.T) {
 	handover := time.Since(start)
 	t.Logf("graceful handover: %s (lease %s)", handover.Round(time.Millisecond), leaseDuration)
 	select {
-	case <-rs[leaderIdx].p.done:
+	case <-rs[leaderIdx].p.Done():
 	case <-time.After(30 * time.Second):
 		t.Fatal("old leader did not exit after SIGINT")
 	}
-	if code := rs[leaderIdx].p.cmd.ProcessState.ExitCode(); code != 0 {
+	if code := rs[leaderIdx].p.ExitCode(); code != 0 {
 		t.Fatalf("old leader exit code %d", code)
 	}
 }

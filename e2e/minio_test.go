@@ -7,23 +7,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
+	"github.com/kache-planner/kache-planner/internal/testenv"
 	"github.com/kache-planner/kache-planner/shared/layout"
 	"github.com/kache-planner/kache-planner/shared/wire"
 )
 
-const (
-	minioUser   = "kache-e2e"
-	minioSecret = "kache-e2e-secret"
-	testBucket  = "kache"
-)
+const testBucket = testenv.MinioBucket
 
 // objectStore is a real MinIO server on loopback with one bucket.
 type objectStore struct {
@@ -33,30 +28,8 @@ type objectStore struct {
 
 func startMinio(t testing.TB) *objectStore {
 	t.Helper()
-	bin := need(t, "minio")
-	port, console := freePort(t), freePort(t)
-	start(t, "minio", []string{"MINIO_ROOT_USER=" + minioUser, "MINIO_ROOT_PASSWORD=" + minioSecret, "MINIO_BROWSER=off"}, bin,
-		"server", filepath.Join(t.TempDir(), "data"), "--address", fmt.Sprintf("127.0.0.1:%d", port),
-		"--console-address", fmt.Sprintf("127.0.0.1:%d", console), "--quiet")
-	host := fmt.Sprintf("127.0.0.1:%d", port)
-	c, err := minio.New(host, &minio.Options{Creds: credentials.NewStaticV4(minioUser, minioSecret, ""), Region: "us-east-1", BucketLookup: minio.BucketLookupPath})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if !waitUntil(ctx, 200*time.Millisecond, func() bool {
-		resp, err := http.Get("http://" + host + "/minio/health/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	}) {
-		t.Fatal("minio not ready")
-	}
-	must(t, c.MakeBucket(ctx, testBucket, minio.MakeBucketOptions{Region: "us-east-1"}))
-	return &objectStore{endpoint: "http://" + host, client: c}
+	m := testenv.StartMinio(t)
+	return &objectStore{endpoint: m.Endpoint, client: m.Client}
 }
 
 // putManifest uploads a kache build manifest as `kache save-manifest` would.
@@ -70,7 +43,7 @@ func (o *objectStore) putManifest(t testing.TB, key string, m wire.BuildManifest
 }
 
 func (o *objectStore) env() []string {
-	return []string{"KACHE_PLANNER_S3_ACCESS_KEY=" + minioUser, "KACHE_PLANNER_S3_SECRET_KEY=" + minioSecret}
+	return []string{"KACHE_PLANNER_S3_ACCESS_KEY=" + testenv.MinioUser, "KACHE_PLANNER_S3_SECRET_KEY=" + testenv.MinioSecret}
 }
 
 func (o *objectStore) args() []string {
@@ -99,10 +72,10 @@ func TestRebuildFromBucket(t *testing.T) {
 	for b := range 50 {
 		o.putManifest(t, fmt.Sprintf("build-%03d", b), buildManifest(b, 20))
 	}
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	r := &replica{addr: fmt.Sprintf("http://127.0.0.1:%d", port)}
 	started := time.Now()
-	r.p = start(t, "kache-service", append(o.env(), "KACHE_LOG=info"), serviceBin(t), append([]string{
+	r.p = testenv.Start(t, "kache-service", append(o.env(), "KACHE_LOG=info"), serviceBin(t), append([]string{
 		"--bind", fmt.Sprintf("127.0.0.1:%d", port), "--db-path", filepath.Join(t.TempDir(), "db")}, o.args()...)...)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kache-planner/kache-planner/internal/testenv"
 )
 
 // BenchmarkRebuildFromBucket measures how long a kache-service with an empty
@@ -47,10 +49,10 @@ func BenchmarkRebuildFromBucket(b *testing.B) {
 	wg.Wait()
 	b.Logf("uploaded %d manifests in %s", n, time.Since(upload).Round(time.Millisecond))
 	for b.Loop() {
-		port := freePort(b)
+		port := testenv.FreePort(b)
 		r := &replica{addr: fmt.Sprintf("http://127.0.0.1:%d", port)}
 		started := time.Now()
-		r.p = start(b, "kache-service", o.env(), serviceBin(b), append([]string{
+		r.p = testenv.Start(b, "kache-service", o.env(), serviceBin(b), append([]string{
 			"--bind", fmt.Sprintf("127.0.0.1:%d", port), "--db-path", filepath.Join(b.TempDir(), "db")}, o.args()...)...)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 		ok := waitUntil(ctx, 100*time.Millisecond, func() bool { return r.status("/readyz") == 200 })
@@ -62,6 +64,6 @@ func BenchmarkRebuildFromBucket(b *testing.B) {
 		b.ReportMetric(el.Seconds(), "s-to-ready")
 		b.ReportMetric(float64(n)/el.Seconds(), "manifests/s")
 		b.ReportMetric(float64(n*300)/el.Seconds(), "entries/s")
-		r.p.kill()
+		r.p.Kill()
 	}
 }

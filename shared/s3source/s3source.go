@@ -50,6 +50,7 @@ type Object struct {
 // Bucket reads one bucket.
 type Bucket struct {
 	c      *minio.Client
+	tr     *http.Transport
 	bucket string
 }
 
@@ -90,7 +91,7 @@ func New(cfg Config) (*Bucket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("s3source: client: %w", err)
 	}
-	return &Bucket{c: c, bucket: cfg.Bucket}, nil
+	return &Bucket{c: c, tr: tr, bucket: cfg.Bucket}, nil
 }
 
 func cmpOr[T comparable](a, b T) T {
@@ -100,6 +101,10 @@ func cmpOr[T comparable](a, b T) T {
 	}
 	return b
 }
+
+// Close closes the connections kept idle to the store (requests in flight
+// finish); call it when nothing will use the Bucket any more.
+func (b *Bucket) Close() { b.tr.CloseIdleConnections() }
 
 // Name is the bucket name.
 func (b *Bucket) Name() string { return b.bucket }
@@ -141,19 +146,17 @@ func (b *Bucket) ReadAll(ctx context.Context, key string, limit int64) ([]byte, 
 // Open starts a GET and returns the body with the object's metadata, so a
 // caller can reserve budget by size before reading a byte of the body. The
 // caller must Close the body.
+//
+// It is one request: minio-go's Core.GetObject answers with the response
+// body and the headers' metadata. (GetObject followed by Object.Stat would
+// send a HEAD first and the GET on the first Read, and hand every Read to
+// the object's goroutine over a channel.)
 func (b *Bucket) Open(ctx context.Context, key string) (io.ReadCloser, Object, error) {
-	obj, err := b.c.GetObject(ctx, b.bucket, key, minio.GetObjectOptions{})
+	body, info, _, err := minio.Core{Client: b.c}.GetObject(ctx, b.bucket, key, minio.GetObjectOptions{})
 	if err != nil {
 		return nil, Object{}, translate(key, err)
 	}
-	// Stat on a fresh *minio.Object issues the GET and keeps its body for
-	// the reads that follow; it is not a separate HEAD.
-	st, err := obj.Stat()
-	if err != nil {
-		obj.Close()
-		return nil, Object{}, translate(key, err)
-	}
-	return obj, objectOf(st), nil
+	return body, objectOf(info), nil
 }
 
 // Stat is a HEAD of one object.
