@@ -165,7 +165,12 @@ func (sc *sidecar) metric(t testing.TB, series string) string {
 
 // stored reads an object from the sidecar's store directory.
 func (sc *sidecar) stored(kind, crate, key, ext string) ([]byte, error) {
-	return os.ReadFile(filepath.Join(sc.store, "objects", kind, crate, key+ext))
+	return os.ReadFile(storePath(sc.store, kind, crate, key, ext))
+}
+
+// storePath is where the sidecar keeps an object (sidecar/internal/store).
+func storePath(dir, kind, crate, key, ext string) string {
+	return filepath.Join(dir, "objects", kind, key[:1], key+"."+crate+ext)
 }
 
 // TestSidecarPlansAndPrefetches runs the real binaries: central crawling a
@@ -226,9 +231,12 @@ func TestSidecarPlansAndPrefetches(t *testing.T) {
 			t.Fatalf("%s: entry manifest not stored: %v", e.crate, err)
 		}
 	}
-	if tmp, _ := os.ReadDir(filepath.Join(sc.store, "tmp")); len(tmp) != 0 {
-		t.Fatalf("%d temp files left in the store", len(tmp))
-	}
+	filepath.WalkDir(sc.store, func(path string, d os.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(d.Name(), ".tmp-") {
+			t.Errorf("temp file left in the store: %s", path)
+		}
+		return nil
+	})
 
 	// Central goes away: the same intent comes from the hint cache, an
 	// intent with a namespace and lock deps from the bucket's shards.
@@ -297,7 +305,7 @@ func TestWarmStandalone(t *testing.T) {
 		t.Fatalf("standalone warm: exit %d\n%s", code, out)
 	}
 	for _, e := range entries {
-		if _, err := os.Stat(filepath.Join(store, "objects", "packs", e.crate, e.key+".tar.zst")); err != nil {
+		if _, err := os.Stat(storePath(store, "packs", e.crate, e.key, ".tar.zst")); err != nil {
 			t.Fatalf("%s not prefetched: %v", e.crate, err)
 		}
 	}

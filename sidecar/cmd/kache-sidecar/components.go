@@ -63,7 +63,7 @@ func newStore(cfg config.Config, log *slog.Logger) (*store.Store, error) {
 	if err := os.MkdirAll(cfg.StoreDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create store directory: %w", err)
 	}
-	return store.Open(store.Config{Dir: cfg.StoreDir, MaxBytes: cfg.StoreMaxBytes, Logger: log.With("component", "store")})
+	return store.Open(store.Config{Dir: cfg.StoreDir, MaxBytes: cfg.StoreMaxBytes, NoSync: !cfg.StoreFsync, Logger: log.With("component", "store")})
 }
 
 // storeHistory is the local store as the bucket planner's history: packs

@@ -70,8 +70,13 @@ func fxCentral(lc fx.Lifecycle, cfg config.Config, log *slog.Logger) (*central.C
 	return c, err
 }
 
-func fxStore(cfg config.Config, log *slog.Logger) (*store.Store, error) {
-	return newStore(cfg, log)
+func fxStore(lc fx.Lifecycle, cfg config.Config, log *slog.Logger) (*store.Store, error) {
+	st, err := newStore(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	lc.Append(fx.StopHook(st.Close))
+	return st, nil
 }
 
 func fxHints(lc fx.Lifecycle, cfg config.Config, log *slog.Logger) (*hints.Store, error) {

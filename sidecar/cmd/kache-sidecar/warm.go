@@ -257,6 +257,7 @@ func warmStandalone(ctx context.Context, cfg config.Config, info runner.Info, in
 		res.err = err
 		return res
 	}
+	defer st.Close()
 	bp, err := newBucketPlan(cfg, b, st, quiet)
 	if err != nil {
 		res.err = err

@@ -37,6 +37,7 @@ type Config struct {
 
 	StoreDir      string
 	StoreMaxBytes int64
+	StoreFsync    bool
 	HintsDir      string
 
 	S3Endpoint  string
@@ -133,6 +134,7 @@ func Parse(cmd string, args []string, lookupEnv func(string) (string, bool), out
 	f.dur(&c.PlanDeadline, "plan-deadline", "KACHE_SIDECAR_PLAN_DEADLINE", 300*time.Millisecond, "hard deadline for answering a plan request (kache waits 750ms)")
 	f.str(&c.StoreDir, "store-dir", "KACHE_SIDECAR_STORE_DIR", defaultStoreDir(), "local object store directory")
 	f.size(&c.StoreMaxBytes, "store-max-bytes", "KACHE_SIDECAR_STORE_MAX_BYTES", 20<<30, "disk budget of the local store; least recently used objects are evicted")
+	f.boolean(&c.StoreFsync, "store-fsync", "KACHE_SIDECAR_STORE_FSYNC", true, "fsync each object before it becomes visible; false is safe for a store that lives and dies with its pod (emptyDir), and faster on slow disks")
 	f.str(&c.HintsDir, "hints-dir", "KACHE_SIDECAR_HINTS_DIR", "", "hint cache database directory (default <store-dir>/hints)")
 	f.str(&c.S3Endpoint, "s3-endpoint", "KACHE_SIDECAR_S3_ENDPOINT", "", "upstream S3 endpoint URL (http://127.0.0.1:9000 for MinIO); empty means AWS")
 	f.str(&c.S3Bucket, "s3-bucket", "KACHE_SIDECAR_S3_BUCKET", "", "upstream bucket (kache's KACHE_S3_BUCKET); without it nothing is prefetched")

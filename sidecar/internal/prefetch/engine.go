@@ -265,7 +265,7 @@ func (e *Engine) Demand(ctx context.Context, r store.Ref) error {
 		e.m.demand.WithLabelValues("local").Inc()
 		return nil
 	}
-	_, joined, err := e.fetch(ctx, r, nil, -1, true)
+	_, joined, err := e.fetch(ctx, r, nil, nil, true)
 	switch {
 	case joined:
 		e.m.demand.WithLabelValues("joined").Inc()
@@ -282,7 +282,7 @@ func (e *Engine) Demand(ctx context.Context, r store.Ref) error {
 // fetch gets r into the store unless it is there, with one download per
 // object at a time: a second caller waits for the first one's result
 // (joined). A demand fetch takes a demand lane first.
-func (e *Engine) fetch(ctx context.Context, r store.Ref, s *Session, expect int64, demand bool) (n int64, joined bool, err error) {
+func (e *Engine) fetch(ctx context.Context, r store.Ref, s *Session, expect func() int64, demand bool) (n int64, joined bool, err error) {
 	if e.st.Has(r) {
 		return 0, false, nil
 	}
@@ -351,29 +351,42 @@ func (e *Engine) fetchPlanned(s *Session, c *candidate) (result, int64, error) {
 		var n int64
 		if !e.cfg.SkipEntryManifests && !e.st.Has(mref) {
 			var err error
-			if n, _, err = e.fetch(e.ctx, mref, s, -1, false); err != nil {
+			if n, _, err = e.fetch(e.ctx, mref, s, nil, false); err != nil {
 				e.log.Debug("entry manifest", "object", mref.String(), "error", err)
 			}
 		}
 		return resultPresent, n, nil
 	}
-	var total int64
-	expect := int64(-1)
+	// The entry manifest is fetched alongside the pack, not before it, so a
+	// key costs one round trip; the pack waits for it only to check its
+	// size before becoming visible.
+	var expect func() int64
+	var manifestBytes int64
 	if !e.cfg.SkipEntryManifests {
-		n, _, err := e.fetch(e.ctx, mref, s, -1, false)
-		total += n
-		switch {
-		case err == nil:
-			expect = e.packBytes(mref)
-		case errors.Is(err, ErrBudgetExceeded) || errors.Is(err, store.ErrNoSpace):
-			return resultOf(err), total, err
-		case !errors.Is(err, ErrNotFound):
-			// Without the manifest the pack is fetched unchecked.
-			e.log.Debug("entry manifest", "object", mref.String(), "error", err)
-		}
+		done := make(chan int64, 1)
+		go func() {
+			n, _, err := e.fetch(e.ctx, mref, s, nil, false)
+			manifestBytes = n
+			want := int64(-1)
+			switch {
+			case err == nil:
+				want = e.packBytes(mref)
+			case !errors.Is(err, ErrNotFound):
+				// Without the manifest the pack is kept unchecked.
+				e.log.Debug("entry manifest", "object", mref.String(), "error", err)
+			}
+			done <- want
+		}()
+		expect = sync.OnceValue(func() int64 { return <-done })
+		// The manifest fetch ends before this candidate does, whatever
+		// the pack's fate.
+		defer expect()
 	}
 	n, joined, err := e.fetch(e.ctx, ref, s, expect, false)
-	total += n
+	if expect != nil {
+		expect()
+	}
+	total := n + manifestBytes
 	if joined && err == nil {
 		return resultJoined, total, nil
 	}
@@ -399,9 +412,9 @@ const maxEntryManifest = 1 << 20
 
 // download fetches one object into the store, retrying a transfer broken
 // mid-body. With a session, every attempt reserves the object's size against
-// the session's byte budget first. expect, when not negative, is the size the
+// the session's byte budget first. expect, when set, gives the size the
 // entry manifest promises. It returns the bytes received.
-func (e *Engine) download(ctx context.Context, r store.Ref, s *Session, expect int64) (int64, error) {
+func (e *Engine) download(ctx context.Context, r store.Ref, s *Session, expect func() int64) (int64, error) {
 	var total int64
 	var err error
 	for attempt := 1; attempt <= e.cfg.Attempts; attempt++ {
@@ -423,7 +436,7 @@ func (e *Engine) download(ctx context.Context, r store.Ref, s *Session, expect i
 	return total, err
 }
 
-func (e *Engine) attempt(ctx context.Context, r store.Ref, s *Session, expect int64) (n int64, retry bool, err error) {
+func (e *Engine) attempt(ctx context.Context, r store.Ref, s *Session, expect func() int64) (n int64, retry bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.FetchTimeout)
 	defer cancel()
 	body, obj, err := e.src.Open(ctx, r.ObjectKey(e.cfg.Prefix))
@@ -434,14 +447,10 @@ func (e *Engine) attempt(ctx context.Context, r store.Ref, s *Session, expect in
 		return 0, true, err
 	}
 	defer body.Close()
-	if expect >= 0 && obj.Size != expect {
-		e.m.corrupt.Inc()
-		return 0, false, fmt.Errorf("%w: %s is %d bytes, its entry manifest says %d", store.ErrCorrupt, r, obj.Size, expect)
-	}
 	if s != nil && !s.reserve(r, obj.Size) {
 		return 0, false, fmt.Errorf("%w: %s is %d bytes", ErrBudgetExceeded, r, obj.Size)
 	}
-	w, err := e.st.Create(r, obj.Size)
+	w, err := e.st.Create(r, obj.Size, obj.ETag)
 	if err != nil {
 		if s != nil {
 			s.settle(obj.Size, 0)
@@ -452,7 +461,9 @@ func (e *Engine) attempt(ctx context.Context, r store.Ref, s *Session, expect in
 	if r.Kind == store.Pack {
 		dst = &magicWriter{w: w, ref: r}
 	}
-	n, err = io.Copy(dst, io.LimitReader(body, obj.Size))
+	buf := copyBufs.Get().(*[]byte)
+	n, err = io.CopyBuffer(dst, io.LimitReader(body, obj.Size), *buf)
+	copyBufs.Put(buf)
 	e.m.bytes.Add(float64(n))
 	if s != nil {
 		s.settle(obj.Size, n)
@@ -461,6 +472,11 @@ func (e *Engine) attempt(ctx context.Context, r store.Ref, s *Session, expect in
 		// Complete but shorter than a frame header (an empty pack): the
 		// magic check never saw enough bytes to refuse it.
 		err = fmt.Errorf("%w: %s is %d bytes, not a zstd frame", store.ErrCorrupt, r, n)
+	}
+	if err == nil && expect != nil {
+		if want := expect(); want >= 0 && obj.Size != want {
+			err = fmt.Errorf("%w: %s is %d bytes, its entry manifest says %d", store.ErrCorrupt, r, obj.Size, want)
+		}
 	}
 	if err != nil {
 		w.Abort()
@@ -471,7 +487,7 @@ func (e *Engine) attempt(ctx context.Context, r store.Ref, s *Session, expect in
 		// A full disk is not worth retrying; a broken connection is.
 		return n, !errors.Is(err, store.ErrNoSpace), fmt.Errorf("download %s: %w", r, err)
 	}
-	if err := w.Commit(obj.ETag); err != nil {
+	if err := w.Commit(); err != nil {
 		if errors.Is(err, store.ErrCorrupt) {
 			e.m.corrupt.Inc()
 			// Short bodies are transfer failures worth another attempt.
@@ -481,6 +497,11 @@ func (e *Engine) attempt(ctx context.Context, r store.Ref, s *Session, expect in
 	}
 	return n, false, nil
 }
+
+// copyBufs hold the buffers downloads are copied through: larger than
+// io.Copy's 32 KiB so a big pack costs fewer read and write calls, small
+// enough that 16 lanes stay within a few MiB.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
 // zstdMagic starts every zstd frame; kache's packs are one frame.
 var zstdMagic = [4]byte{0x28, 0xb5, 0x2f, 0xfd}

@@ -135,6 +135,7 @@ func newEngine(t *testing.T, cfg Config, f *fakeSource, storeMax int64, opts ...
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { st.Close() }) // after the engine stops (cleanups run last first)
 	cfg.Prefix = "artifacts"
 	rec := &recorder{}
 	e := New(cfg, f, st, nil, rec, nil)

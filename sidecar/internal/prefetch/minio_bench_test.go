@@ -271,6 +271,7 @@ func enginePrefetch(b *testing.B, bf *bucketFixture, cands []wire.PrefetchCandid
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer st.Close()
 	cfg := DefaultConfig()
 	cfg.Prefix = testPrefix
 	cfg.Concurrency = benchConcurrency

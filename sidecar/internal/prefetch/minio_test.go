@@ -216,6 +216,7 @@ func startRealEngine(t testing.TB, cfg Config, src Source, dir string, storeMax 
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { st.Close() })
 	cfg.Prefix = testPrefix
 	m := NewMetrics(prometheus.NewRegistry())
 	e := New(cfg, src, st, m, nil, nil)
@@ -259,12 +260,8 @@ func waitSession(t testing.TB, s *Session, within time.Duration) {
 // and every stored object's bytes are the bucket's. It returns the refs.
 func checkStore(t testing.TB, b *bucketFixture, r *realEngine) map[store.Ref]bool {
 	t.Helper()
-	tmp, err := os.ReadDir(filepath.Join(r.dir, "tmp"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range tmp {
-		t.Errorf("temp file left in the store: %s", e.Name())
+	for _, name := range tempFiles(t, r.dir) {
+		t.Errorf("temp file left in the store: %s", name)
 	}
 	refs := map[store.Ref]bool{}
 	var files int
@@ -282,9 +279,13 @@ func checkStore(t testing.TB, b *bucketFixture, r *realEngine) map[store.Ref]boo
 				}
 				return err
 			}
-			rel, _ := filepath.Rel(root, path)
-			crate, name, _ := strings.Cut(filepath.ToSlash(rel), "/")
-			ref := store.Ref{Kind: kind, Crate: crate, CacheKey: strings.TrimSuffix(name, ext)}
+			// objects/{kind}/{key[0]}/{key}.{crate}{ext}
+			name := strings.TrimSuffix(d.Name(), ext)
+			if len(name) < 66 {
+				t.Errorf("unexpected file name %s", path)
+				return nil
+			}
+			ref := store.Ref{Kind: kind, Crate: name[65:], CacheKey: name[:64]}
 			info, err := d.Info()
 			if err != nil {
 				return err
@@ -581,7 +582,7 @@ func TestMinioRestartMidPrefetch(t *testing.T) {
 	s := r.Submit(Plan{ID: "before-restart", Candidates: cands})
 	waitUntil(t, func() bool { return r.received() > 20<<20 })
 	partial := r.received()
-	tmp, _ := os.ReadDir(filepath.Join(dir, "tmp"))
+	tmp := tempFiles(t, dir)
 	b.m.Stop()
 	t.Logf("MinIO killed with %d bytes received and %d downloads writing", partial, len(tmp))
 	if len(tmp) == 0 {
@@ -616,6 +617,7 @@ func TestMinioRestartMidPrefetch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer st2.Close()
 	if a, b := st2.Stats(), r.st.Stats(); a.Objects != b.Objects || a.Bytes != b.Bytes {
 		t.Fatalf("reopened store %+v, running store %+v", a, b)
 	}
@@ -790,4 +792,26 @@ func TestMinioPathTraversal(t *testing.T) {
 	if refs := checkStore(t, b, r); len(refs) != 2 {
 		t.Fatalf("store holds %v", refs)
 	}
+}
+
+// tempFiles lists the store's temp files (downloads in progress).
+func tempFiles(t testing.TB, dir string) []string {
+	t.Helper()
+	var names []string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // removed while walking: a download just finished
+			}
+			return err
+		}
+		if !d.IsDir() && strings.HasPrefix(d.Name(), store.TempPrefix) {
+			names = append(names, path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
 }

@@ -12,11 +12,9 @@ package store
 
 import (
 	"container/list"
-	"crypto/md5"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -26,6 +24,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	md5simd "github.com/minio/md5-simd"
 
 	"github.com/kache-planner/kache-planner/shared/layout"
 )
@@ -75,9 +75,12 @@ type Ref struct {
 	CacheKey string
 }
 
-// Valid reports whether r passes kache's crate-name and cache-key rules.
+// Valid reports whether r passes kache's crate-name and cache-key rules. A
+// crate named "." is valid for kache but would name the kind's directory
+// itself on disk, so the store refuses it.
 func (r Ref) Valid() bool {
-	return (r.Kind == Pack || r.Kind == EntryManifest) && layout.ValidCrateName(r.Crate) && layout.ValidCacheKey(r.CacheKey)
+	return (r.Kind == Pack || r.Kind == EntryManifest) && layout.ValidCrateName(r.Crate) && r.Crate != "." &&
+		layout.ValidCacheKey(r.CacheKey)
 }
 
 // ObjectKey is r's key in the bucket under prefix.
@@ -95,7 +98,10 @@ type Config struct {
 	Dir string
 	// MaxBytes is the disk budget for stored objects; 0 means no limit.
 	MaxBytes int64
-	// NoSync skips fsync before rename (tests and benchmarks on tmpfs).
+	// NoSync skips fsync before rename. A store on an emptyDir lives and
+	// dies with its pod, so only a persistent store on a VM runner needs
+	// the sync to survive a power loss; a process crash loses nothing
+	// either way.
 	NoSync bool
 	Logger *slog.Logger
 }
@@ -111,8 +117,11 @@ type entry struct {
 type Store struct {
 	cfg     Config
 	objects string
-	tmp     string
 	log     *slog.Logger
+	// md5 hashes many concurrent downloads in SIMD lanes.
+	md5 md5simd.Server
+	// dirs are the shard directories known to exist.
+	dirs sync.Map
 
 	mu       sync.Mutex
 	lru      *list.List // front = most recently used; values are *entry
@@ -143,20 +152,24 @@ func Open(cfg Config) (*Store, error) {
 	s := &Store{
 		cfg:     cfg,
 		objects: filepath.Join(cfg.Dir, "objects"),
-		tmp:     filepath.Join(cfg.Dir, "tmp"),
 		log:     cfg.Logger,
 		lru:     list.New(),
 		index:   map[Ref]*entry{},
 		byCrate: map[string]map[string]struct{}{},
+		md5:     md5simd.NewServer(),
 	}
-	swept, err := s.sweep()
+	for _, kind := range []Kind{Pack, EntryManifest} {
+		for _, c := range "0123456789abcdef" {
+			dir := filepath.Join(s.objects, kind.dir(), string(c))
+			if err := s.mkdir(dir); err != nil {
+				s.md5.Close()
+				return nil, fmt.Errorf("store: create %s: %w", dir, err)
+			}
+		}
+	}
+	swept, err := s.scan()
 	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(s.objects, 0o755); err != nil {
-		return nil, fmt.Errorf("store: create %s: %w", s.objects, err)
-	}
-	if err := s.scan(); err != nil {
+		s.md5.Close()
 		return nil, err
 	}
 	s.mu.Lock()
@@ -167,22 +180,16 @@ func Open(cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// sweep removes the temp directory a crashed writer may have left and
-// recreates it empty.
-func (s *Store) sweep() (int, error) {
-	n := 0
-	ents, err := os.ReadDir(s.tmp)
-	if err == nil {
-		n = len(ents)
-	}
-	if err := os.RemoveAll(s.tmp); err != nil {
-		return 0, fmt.Errorf("store: sweep %s: %w", s.tmp, err)
-	}
-	if err := os.MkdirAll(s.tmp, 0o755); err != nil {
-		return 0, fmt.Errorf("store: create %s: %w", s.tmp, err)
-	}
-	return n, nil
+// Close releases the store's hashing lanes; writers must be finished.
+func (s *Store) Close() error {
+	s.md5.Close()
+	return nil
 }
+
+// TempPrefix starts the name of every temp file. Temp files live in their
+// object's own directory, so the rename never crosses directories and
+// concurrent writers of different crates do not contend on one directory.
+const TempPrefix = ".tmp-"
 
 type scanned struct {
 	ref   Ref
@@ -190,10 +197,11 @@ type scanned struct {
 	mtime time.Time
 }
 
-// scan indexes objects/{packs,manifests}/{crate}/{key}{ext}. Anything else
-// (a stray file, a name that fails validation) is removed: only this package
-// writes there.
-func (s *Store) scan() error {
+// scan indexes objects/{packs,manifests}/{crate}/{key}{ext}, removing the
+// temp files a crashed writer left (it says how many). Anything else (a
+// stray file, a name that fails validation) is removed too: only this
+// package writes there.
+func (s *Store) scan() (swept int, err error) {
 	var found []scanned
 	for _, kind := range []Kind{Pack, EntryManifest} {
 		root := filepath.Join(s.objects, kind.dir())
@@ -207,11 +215,13 @@ func (s *Store) scan() error {
 			if d.IsDir() {
 				return nil
 			}
-			rel, _ := filepath.Rel(root, path)
-			crate, name, ok := strings.Cut(filepath.ToSlash(rel), "/")
-			ref := Ref{Kind: kind, Crate: crate, CacheKey: strings.TrimSuffix(name, kind.ext())}
+			if strings.HasPrefix(d.Name(), TempPrefix) {
+				swept++
+				return os.Remove(path)
+			}
+			ref, ok := parseName(kind, d.Name())
 			info, ierr := d.Info()
-			if !ok || !strings.HasSuffix(name, kind.ext()) || !ref.Valid() || ierr != nil || !d.Type().IsRegular() {
+			if !ok || filepath.Base(filepath.Dir(path)) != ref.CacheKey[:shardLen] || ierr != nil || !d.Type().IsRegular() {
 				s.log.Warn("removing unexpected file from local store", "path", path)
 				return os.Remove(path)
 			}
@@ -219,7 +229,7 @@ func (s *Store) scan() error {
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("store: scan %s: %w", root, err)
+			return swept, fmt.Errorf("store: scan %s: %w", root, err)
 		}
 	}
 	sort.Slice(found, func(i, j int) bool { return found[i].mtime.Before(found[j].mtime) })
@@ -228,11 +238,28 @@ func (s *Store) scan() error {
 	for _, f := range found {
 		s.insertLocked(f.ref, f.size)
 	}
-	return nil
+	return swept, nil
 }
 
+// Objects live in objects/{packs,manifests}/{key[0]}/{key}.{crate}{ext}:
+// sixteen directories per kind, made at Open, so storing an object costs no
+// mkdir (a metadata operation as dear as the file's creation on some
+// disks) and writers spread over several directories.
+const shardLen = 1
+
 func (s *Store) path(r Ref) string {
-	return filepath.Join(s.objects, r.Kind.dir(), r.Crate, r.CacheKey+r.Kind.ext())
+	return filepath.Join(s.objects, r.Kind.dir(), r.CacheKey[:shardLen], r.CacheKey+"."+r.Crate+r.Kind.ext())
+}
+
+// parseName reads {key}.{crate}{ext}; a cache key is 64 hex characters, so
+// the crate is whatever follows it, dots included.
+func parseName(kind Kind, name string) (Ref, bool) {
+	rest, ok := strings.CutSuffix(name, kind.ext())
+	if !ok || len(rest) < layout.CacheKeyLen+2 || rest[layout.CacheKeyLen] != '.' {
+		return Ref{}, false
+	}
+	r := Ref{Kind: kind, CacheKey: rest[:layout.CacheKeyLen], Crate: rest[layout.CacheKeyLen+1:]}
+	return r, r.Valid()
 }
 
 func (s *Store) insertLocked(r Ref, size int64) {
@@ -354,8 +381,10 @@ func (s *Store) Stats() Stats {
 }
 
 // Create reserves size bytes of the budget (evicting older objects) and
-// returns a Writer for r. Exactly one of Commit or Abort must follow.
-func (s *Store) Create(r Ref, size int64) (*Writer, error) {
+// returns a Writer for r. etag is the object's ETag: when it is a plain
+// single-part MD5 the content is checked against it. Exactly one of Commit
+// or Abort must follow.
+func (s *Store) Create(r Ref, size int64, etag string) (*Writer, error) {
 	if !r.Valid() {
 		return nil, fmt.Errorf("%w: %s", ErrInvalidRef, r)
 	}
@@ -376,12 +405,27 @@ func (s *Store) Create(r Ref, size int64) (*Writer, error) {
 	s.reserved += size
 	s.mu.Unlock()
 
-	f, err := os.CreateTemp(s.tmp, r.CacheKey+"-*")
+	dir := filepath.Dir(s.path(r))
+	f, err := os.CreateTemp(dir, TempPrefix+"*")
+	if errors.Is(err, fs.ErrNotExist) {
+		// Its directory was removed behind the store's back.
+		s.dirs.Delete(dir)
+		if err = s.mkdir(dir); err == nil {
+			f, err = os.CreateTemp(dir, TempPrefix+"*")
+		}
+	}
 	if err != nil {
 		s.release(size)
 		return nil, fmt.Errorf("store: temp file for %s: %w", r, diskErr(err))
 	}
-	return &Writer{s: s, ref: r, size: size, f: f, md5: md5.New()}, nil
+	w := &Writer{s: s, ref: r, size: size, f: f}
+	// Multipart and encrypted uploads have ETags that are not the
+	// content's MD5: hashing them would cost CPU for nothing.
+	if want := strings.ToLower(strings.Trim(etag, `"`)); isMD5(want) {
+		w.wantMD5 = want
+		w.md5 = s.md5.NewHash()
+	}
+	return w, nil
 }
 
 func (s *Store) release(size int64) {
@@ -406,7 +450,8 @@ type Writer struct {
 	size    int64
 	written int64
 	f       *os.File
-	md5     hash.Hash
+	wantMD5 string
+	md5     md5simd.Hasher // nil when there is no MD5 to check against
 	done    bool
 }
 
@@ -418,16 +463,18 @@ func (w *Writer) Write(p []byte) (int, error) {
 	}
 	n, err := w.f.Write(p)
 	w.written += int64(n)
-	w.md5.Write(p[:n])
+	if w.md5 != nil {
+		w.md5.Write(p[:n])
+	}
 	if err != nil {
 		return n, diskErr(err)
 	}
 	return n, nil
 }
 
-// Commit verifies the written bytes (size, and MD5 when etag is a plain
-// single-part MD5 ETag), syncs and renames the file into place.
-func (w *Writer) Commit(etag string) error {
+// Commit verifies the written bytes (size, and MD5 when the ETag given to
+// Create is a plain single-part MD5), syncs and renames the file into place.
+func (w *Writer) Commit() error {
 	if w.done {
 		return errors.New("store: writer already finished")
 	}
@@ -435,10 +482,10 @@ func (w *Writer) Commit(etag string) error {
 		w.Abort()
 		return fmt.Errorf("%w: %s has %d of %d bytes", ErrCorrupt, w.ref, w.written, w.size)
 	}
-	if want := strings.ToLower(strings.Trim(etag, `"`)); isMD5(want) {
-		if got := hex.EncodeToString(w.md5.Sum(nil)); got != want {
+	if w.md5 != nil {
+		if got := hex.EncodeToString(w.md5.Sum(nil)); got != w.wantMD5 {
 			w.Abort()
-			return fmt.Errorf("%w: %s has MD5 %s, ETag says %s", ErrCorrupt, w.ref, got, want)
+			return fmt.Errorf("%w: %s has MD5 %s, ETag says %s", ErrCorrupt, w.ref, got, w.wantMD5)
 		}
 	}
 	if !w.s.cfg.NoSync {
@@ -451,16 +498,15 @@ func (w *Writer) Commit(etag string) error {
 		w.Abort()
 		return fmt.Errorf("store: close %s: %w", w.ref, diskErr(err))
 	}
-	dst := w.s.path(w.ref)
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		w.Abort()
-		return fmt.Errorf("store: create directory for %s: %w", w.ref, diskErr(err))
-	}
-	if err := os.Rename(w.f.Name(), dst); err != nil {
+	// Same directory: the rename is atomic and cannot fail for a missing
+	// parent.
+	err := os.Rename(w.f.Name(), w.s.path(w.ref))
+	if err != nil {
 		w.Abort()
 		return fmt.Errorf("store: rename %s: %w", w.ref, err)
 	}
 	w.done = true
+	w.release()
 	w.s.mu.Lock()
 	w.s.used -= w.size
 	w.s.reserved -= w.size
@@ -476,9 +522,31 @@ func (w *Writer) Abort() {
 		return
 	}
 	w.done = true
+	w.release()
 	w.f.Close()
 	os.Remove(w.f.Name())
 	w.s.release(w.size)
+}
+
+// release returns the writer's hashing lane.
+func (w *Writer) release() {
+	if w.md5 != nil {
+		w.md5.Close()
+		w.md5 = nil
+	}
+}
+
+// mkdir creates dir once per process; Create forgets and recreates a
+// directory that was removed behind the store's back.
+func (s *Store) mkdir(dir string) error {
+	if _, ok := s.dirs.Load(dir); ok {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	s.dirs.Store(dir, struct{}{})
+	return nil
 }
 
 // isMD5 reports whether an ETag is a plain MD5 (multipart and encrypted

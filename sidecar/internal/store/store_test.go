@@ -15,15 +15,15 @@ func key(c byte) string { return strings.Repeat(string(c), 64) }
 
 func put(t *testing.T, s *Store, r Ref, data string) {
 	t.Helper()
-	w, err := s.Create(r, int64(len(data)))
+	sum := md5.Sum([]byte(data))
+	w, err := s.Create(r, int64(len(data)), hex.EncodeToString(sum[:]))
 	if err != nil {
 		t.Fatalf("create %s: %v", r, err)
 	}
 	if _, err := io.WriteString(w, data); err != nil {
 		t.Fatalf("write %s: %v", r, err)
 	}
-	sum := md5.Sum([]byte(data))
-	if err := w.Commit(hex.EncodeToString(sum[:])); err != nil {
+	if err := w.Commit(); err != nil {
 		t.Fatalf("commit %s: %v", r, err)
 	}
 }
@@ -48,6 +48,7 @@ func open(t *testing.T, dir string, max int64) *Store {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { s.Close() })
 	return s
 }
 
@@ -61,7 +62,7 @@ func TestWriteReadReopen(t *testing.T) {
 	if got := read(t, s, pack); got != "pack-bytes" {
 		t.Fatalf("read %q", got)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "objects", "packs", "serde", key('a')+".tar.zst")); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, "objects", "packs", "a", key('a')+".serde.tar.zst")); err != nil {
 		t.Fatalf("pack not at its path: %v", err)
 	}
 	if got := s.PackKeys("serde"); len(got) != 1 || got[0] != key('a') {
@@ -94,7 +95,7 @@ func TestVerificationFailuresLeaveNothing(t *testing.T) {
 			dir := t.TempDir()
 			s := open(t, dir, 100)
 			r := Ref{Pack, "serde", key('b')}
-			w, err := s.Create(r, tc.size)
+			w, err := s.Create(r, tc.size, tc.etag)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -104,14 +105,14 @@ func TestVerificationFailuresLeaveNothing(t *testing.T) {
 			}
 			if werr != nil {
 				w.Abort()
-			} else if err := w.Commit(tc.etag); !errors.Is(err, tc.err) {
+			} else if err := w.Commit(); !errors.Is(err, tc.err) {
 				t.Fatalf("commit error %v, want %v", err, tc.err)
 			}
 			if s.Has(r) {
 				t.Fatal("object visible after failed verification")
 			}
-			if ents, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(ents) != 0 {
-				t.Fatalf("temp files left: %d", len(ents))
+			if n := tempFiles(t, dir); n != 0 {
+				t.Fatalf("temp files left: %d", n)
 			}
 			if st := s.Stats(); st.Bytes != 0 || st.ReservedBytes != 0 {
 				t.Fatalf("budget not released: %+v", st)
@@ -126,13 +127,14 @@ func TestInvalidRefsNeverTouchDisk(t *testing.T) {
 	bad := []Ref{
 		{Pack, "../evil", key('a')},
 		{Pack, "a/b", key('a')},
+		{Pack, ".", key('a')},
 		{Pack, "serde", "../../../../etc/passwd"},
 		{Pack, "serde", strings.ToUpper(key('a'))},
 		{EntryManifest, "..", key('a')},
 		{Kind(7), "serde", key('a')},
 	}
 	for _, r := range bad {
-		if _, err := s.Create(r, 1); !errors.Is(err, ErrInvalidRef) {
+		if _, err := s.Create(r, 1, ""); !errors.Is(err, ErrInvalidRef) {
 			t.Errorf("Create(%v) = %v, want ErrInvalidRef", r, err)
 		}
 		if _, _, err := s.Open(r); !errors.Is(err, ErrInvalidRef) {
@@ -161,7 +163,7 @@ func TestLRUEviction(t *testing.T) {
 	if s.Has(b) || !s.Has(a) || !s.Has(c) {
 		t.Fatalf("want b evicted: a=%v b=%v c=%v", s.Has(a), s.Has(b), s.Has(c))
 	}
-	if _, err := s.Create(Ref{Pack, "d", key('d')}, 31); !errors.Is(err, ErrNoSpace) {
+	if _, err := s.Create(Ref{Pack, "d", key('d')}, 31, ""); !errors.Is(err, ErrNoSpace) {
 		t.Fatalf("object over the whole budget: %v", err)
 	}
 	if st := s.Stats(); st.Bytes > 30 {
@@ -174,13 +176,15 @@ func TestOpenSweepsLeftovers(t *testing.T) {
 	s := open(t, dir, 0)
 	put(t, s, Ref{Pack, "serde", key('a')}, "ok")
 	// A crashed writer's temp file and a stray file among objects.
-	os.WriteFile(filepath.Join(dir, "tmp", key('c')+"-123"), []byte("partial"), 0o644)
-	os.WriteFile(filepath.Join(dir, "objects", "packs", "serde", "junk.txt"), []byte("x"), 0o644)
+	os.WriteFile(filepath.Join(dir, "objects", "packs", "c", TempPrefix+"123"), []byte("partial"), 0o644)
+	os.WriteFile(filepath.Join(dir, "objects", "packs", "a", "junk.txt"), []byte("x"), 0o644)
+	// A valid name in the wrong shard directory is not the store's either.
+	os.WriteFile(filepath.Join(dir, "objects", "packs", "b", key('a')+".serde.tar.zst"), []byte("x"), 0o644)
 	s2 := open(t, dir, 0)
-	if ents, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(ents) != 0 {
-		t.Fatalf("temp leftovers not swept: %d", len(ents))
+	if n := tempFiles(t, dir); n != 0 {
+		t.Fatalf("temp leftovers not swept: %d", n)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "objects", "packs", "serde", "junk.txt")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(dir, "objects", "packs", "a", "junk.txt")); !os.IsNotExist(err) {
 		t.Fatalf("stray file kept: %v", err)
 	}
 	if st := s2.Stats(); st.Objects != 1 {
@@ -197,5 +201,69 @@ func TestReopenEvictsOldestToBudget(t *testing.T) {
 	s2 := open(t, dir, 25)
 	if st := s2.Stats(); st.Objects != 2 || st.Bytes != 20 {
 		t.Fatalf("stats after reopen with a smaller budget: %+v", st)
+	}
+}
+
+func TestCreateRecreatesARemovedDirectory(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, 0)
+	put(t, s, Ref{Pack, "serde", key('a')}, "one")
+	if err := os.RemoveAll(filepath.Join(dir, "objects", "packs", "b")); err != nil {
+		t.Fatal(err)
+	}
+	put(t, s, Ref{Pack, "serde", key('b')}, "two")
+	if got := read(t, s, Ref{Pack, "serde", key('b')}); got != "two" {
+		t.Fatalf("read %q", got)
+	}
+}
+
+func TestMultipartETagIsNotHashed(t *testing.T) {
+	s := open(t, t.TempDir(), 0)
+	w, err := s.Create(Ref{Pack, "serde", key('a')}, 3, `"0123456789abcdef0123456789abcdef-2"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.md5 != nil {
+		t.Fatal("a multipart ETag cannot be checked, so nothing should be hashed")
+	}
+	io.WriteString(w, "abc")
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func tempFiles(t *testing.T, dir string) int {
+	t.Helper()
+	n := 0
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasPrefix(d.Name(), TempPrefix) {
+			n++
+		}
+		return nil
+	})
+	return n
+}
+
+func TestParseName(t *testing.T) {
+	cases := []struct {
+		kind Kind
+		name string
+		want Ref
+		ok   bool
+	}{
+		{Pack, key('a') + ".serde.tar.zst", Ref{Pack, "serde", key('a')}, true},
+		{Pack, key('a') + ".a.out.tar.zst", Ref{Pack, "a.out", key('a')}, true},
+		{EntryManifest, key('b') + ".tokio_stream.json", Ref{EntryManifest, "tokio_stream", key('b')}, true},
+		{Pack, key('a') + ".serde.json", Ref{}, false},
+		{Pack, key('a') + "..tar.zst", Ref{}, false},
+		{Pack, key('a') + "...tar.zst", Ref{}, false},
+		{Pack, key('a')[:63] + ".serde.tar.zst", Ref{}, false},
+		{Pack, strings.ToUpper(key('a')) + ".serde.tar.zst", Ref{}, false},
+	}
+	for _, tc := range cases {
+		got, ok := parseName(tc.kind, tc.name)
+		if ok != tc.ok || (ok && got != tc.want) {
+			t.Errorf("parseName(%q) = %v, %v; want %v, %v", tc.name, got, ok, tc.want, tc.ok)
+		}
 	}
 }
