@@ -139,6 +139,8 @@ func newEngine(cfg config.Config, b *s3source.Bucket, st *store.Store, m *prefet
 	pc.Prefix = prefix(cfg)
 	pc.Concurrency = cfg.PrefetchConcurrency
 	pc.DemandConcurrency = demandLanes
+	// DemandObserved stays off until the S3 surface routes the build's
+	// reads through the engine: until then nothing here sees them.
 	pc.DefaultBudget = prefetch.Budget{MaxKeys: cfg.PrefetchMaxKeys, MaxBytes: cfg.PrefetchMaxBytes, Deadline: cfg.PrefetchDeadline}
 	return prefetch.New(pc, b, st, m, rep, log.With("component", "prefetch"))
 }

@@ -66,6 +66,10 @@ type Config struct {
 	// SessionIdle closes a session this long after its last activity
 	// (prefetch finished and no demand); kache's build session is 300 s.
 	SessionIdle time.Duration
+	// DemandObserved says that every object the build reads comes through
+	// Demand (the sidecar's S3 surface). Without it, sessions report what
+	// they fetched but make no claim about use.
+	DemandObserved bool
 	// Defaults for a session's budgets when a Plan does not set them.
 	DefaultBudget Budget
 }

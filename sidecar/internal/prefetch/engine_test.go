@@ -360,7 +360,7 @@ func TestInvalidCandidatesAreDropped(t *testing.T) {
 func TestOutcomeReport(t *testing.T) {
 	f := newFake()
 	cands := seed(f, []int{10, 20, 30})
-	e, _, rec := newEngine(t, Config{Concurrency: 1, SessionIdle: time.Hour}, f, 0)
+	e, _, rec := newEngine(t, Config{Concurrency: 1, SessionIdle: time.Hour, DemandObserved: true}, f, 0)
 	s := e.Submit(Plan{ID: "plan-7", Source: "central", Candidates: cands})
 	wait(t, s)
 	// The build uses the first candidate (already local) and a key the plan
@@ -443,5 +443,21 @@ func TestDiskBudgetStopsPrefetch(t *testing.T) {
 	}
 	if st.Stats().Bytes != 0 {
 		t.Fatalf("bytes kept: %+v", st.Stats())
+	}
+}
+
+// Without a surface that sees the build's reads, a report says what was
+// fetched and claims nothing about use.
+func TestOutcomeWithoutDemandObservation(t *testing.T) {
+	f := newFake()
+	cands := seed(f, []int{10, 20})
+	e, _, rec := newEngine(t, Config{Concurrency: 1, SessionIdle: time.Hour}, f, 0)
+	wait(t, e.Submit(Plan{ID: "plan-8", Candidates: cands}))
+	if err := e.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r := rec.reports[0]
+	if r.Fetched != 2 || r.Unused != 0 || r.Missed != 0 || r.Timeline.Transfers[0].Outcome != "not_observed/fetched" {
+		t.Fatalf("report %+v, first transfer %+v", r, r.Timeline.Transfers[0])
 	}
 }

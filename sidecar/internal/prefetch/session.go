@@ -431,6 +431,10 @@ func (e *Engine) reportLocked(s *Session, why string) Report {
 		demanded := !c.demandedAt.IsZero()
 		outcome := "unused"
 		switch {
+		case !e.cfg.DemandObserved:
+			// Nothing tells this engine what the build reads, so "never
+			// asked for" would be a false claim.
+			outcome = "not_observed"
 		case demanded && (c.presentAtDemand || (fetched && !c.finished.After(c.demandedAt))):
 			r.Demanded++
 			r.OnTime++
@@ -455,6 +459,9 @@ func (e *Engine) reportLocked(s *Session, why string) Report {
 			Outcome: outcome + "/" + string(c.res),
 		}
 		t.Transfers = append(t.Transfers, tr)
+	}
+	if !e.cfg.DemandObserved {
+		r.Unused, r.Missed = 0, 0
 	}
 	t.Summary = &wire.TimelineSummary{
 		PlanID: s.plan.ID, PlanSource: s.plan.Source, ClosureReason: why,
