@@ -5,6 +5,7 @@
 package compose
 
 import (
+	"cmp"
 	"slices"
 
 	"github.com/kache-planner/kache-planner/shared/wire"
@@ -222,9 +223,9 @@ func permute(cands []wire.PrefetchCandidate, key func(*wire.PrefetchCandidate) (
 	slices.SortFunc(keys, func(a, b sortKey) int {
 		switch {
 		case a.hi != b.hi:
-			return cmpUint64(a.hi, b.hi)
+			return cmp.Compare(a.hi, b.hi)
 		case a.lo != b.lo:
-			return cmpUint64(a.lo, b.lo)
+			return cmp.Compare(a.lo, b.lo)
 		}
 		return a.pos - b.pos
 	})
@@ -233,16 +234,6 @@ func permute(cands []wire.PrefetchCandidate, key func(*wire.PrefetchCandidate) (
 		out[i] = cands[k.pos]
 	}
 	copy(cands, out)
-}
-
-func cmpUint64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // stampDemand overwrites every candidate's demand index with its crate's
@@ -280,7 +271,7 @@ func KeyOf(c *wire.PrefetchCandidate) DispatchKey {
 // Compare orders dispatch keys ascending.
 func (k DispatchKey) Compare(o DispatchKey) int {
 	if k.Bucket != o.Bucket {
-		return cmpUint(k.Bucket, o.Bucket)
+		return cmp.Compare(k.Bucket, o.Bucket)
 	}
 	if k.Rank != o.Rank {
 		return k.Rank - o.Rank
@@ -301,14 +292,4 @@ func SortForDispatch(cands []wire.PrefetchCandidate) {
 		k := KeyOf(c)
 		return uint64(k.Bucket)<<2 | uint64(k.Rank), ^k.Cost
 	})
-}
-
-func cmpUint(a, b uint32) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -44,6 +44,18 @@ type ShardEntry struct {
 	ArtifactSize  *uint64 `json:"artifact_size,omitempty"`
 }
 
+// Candidate is the plan candidate for a shard row, unknown metadata as 0.
+func (e ShardEntry) Candidate() PrefetchCandidate {
+	c := PrefetchCandidate{CacheKey: e.CacheKey, CrateName: e.CrateName}
+	if e.CompileTimeMs != nil {
+		c.CompileTimeMs = *e.CompileTimeMs
+	}
+	if e.ArtifactSize != nil {
+		c.SizeBytes = *e.ArtifactSize
+	}
+	return c
+}
+
 // EntryManifest is `v3/manifests/{crate}/{key}.json` (4.2).
 type EntryManifest struct {
 	Version       int    `json:"version"`

@@ -249,3 +249,28 @@ func FuzzLockDep(f *testing.F) {
 		}
 	})
 }
+
+func TestShardEntryCandidate(t *testing.T) {
+	cost, size := uint64(1200), uint64(4096)
+	tests := []struct {
+		name  string
+		entry ShardEntry
+		want  PrefetchCandidate
+	}{
+		{name: "metadata unknown", entry: ShardEntry{CacheKey: "k", CrateName: "c"},
+			want: PrefetchCandidate{CacheKey: "k", CrateName: "c"}},
+		{name: "compile time only", entry: ShardEntry{CacheKey: "k", CrateName: "c", CompileTimeMs: &cost},
+			want: PrefetchCandidate{CacheKey: "k", CrateName: "c", CompileTimeMs: cost}},
+		{name: "size only", entry: ShardEntry{CacheKey: "k", CrateName: "c", ArtifactSize: &size},
+			want: PrefetchCandidate{CacheKey: "k", CrateName: "c", SizeBytes: size}},
+		{name: "both", entry: ShardEntry{CacheKey: "k", CrateName: "c", CompileTimeMs: &cost, ArtifactSize: &size},
+			want: PrefetchCandidate{CacheKey: "k", CrateName: "c", CompileTimeMs: cost, SizeBytes: size}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.entry.Candidate(); got != tt.want {
+				t.Errorf("Candidate() = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}

@@ -1,26 +1,22 @@
 package api
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/kache-planner/kache-planner/central/internal/ingest"
+	"github.com/kache-planner/kache-planner/shared/reqbody"
 	"github.com/kache-planner/kache-planner/shared/wire"
 )
 
-// Request errors raised by this package; domain packages raise their own.
+// Errors raised by this package; request-body errors are reqbody's and
+// domain packages raise their own.
 var (
-	errUnsupportedMedia = errors.New("unsupported media type")
-	errBodyTooLarge     = errors.New("request body too large")
-	errMalformed        = errors.New("malformed JSON")
-	errWrongTypes       = errors.New("JSON does not match the expected shape")
-	errUnauthorized     = errors.New("unauthorized")
-	errNotReady         = errors.New("not ready")
+	errUnauthorized = errors.New("unauthorized")
+	errNotReady     = errors.New("not ready")
 )
 
 // statusOf maps every error a handler can see to its HTTP status. It is the
@@ -31,13 +27,13 @@ func statusOf(err error) int {
 		return fasthttp.StatusUnauthorized
 	case errors.Is(err, errNotReady):
 		return fasthttp.StatusServiceUnavailable
-	case errors.Is(err, errUnsupportedMedia):
+	case errors.Is(err, reqbody.ErrUnsupportedMedia):
 		return fasthttp.StatusUnsupportedMediaType
-	case errors.Is(err, errBodyTooLarge), errors.Is(err, ingest.ErrTooLarge):
+	case errors.Is(err, reqbody.ErrTooLarge), errors.Is(err, ingest.ErrTooLarge):
 		return fasthttp.StatusRequestEntityTooLarge
-	case errors.Is(err, errWrongTypes):
+	case errors.Is(err, reqbody.ErrWrongShape):
 		return fasthttp.StatusUnprocessableEntity
-	case errors.Is(err, errMalformed), errors.Is(err, ingest.ErrInvalid), errors.Is(err, ingest.ErrEncoding):
+	case errors.Is(err, reqbody.ErrMalformed), errors.Is(err, ingest.ErrInvalid), errors.Is(err, ingest.ErrEncoding):
 		return fasthttp.StatusBadRequest
 	default:
 		return fasthttp.StatusInternalServerError
@@ -80,7 +76,7 @@ func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
 // a body over the server-wide limit, with the same JSON shape.
 func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
 	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
-		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, errBodyTooLarge.Error())
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, reqbody.ErrTooLarge.Error())
 		return
 	}
 	writeError(ctx, fasthttp.StatusBadRequest, "bad request: "+err.Error())
@@ -91,46 +87,8 @@ func (s *Server) panicked(ctx *fasthttp.RequestCtx, v any) {
 	writeError(ctx, fasthttp.StatusInternalServerError, "internal error")
 }
 
-// decodeJSON checks the content type and size of a JSON body and decodes it
-// into v, classifying failures as axum does: 415, 413, 400 for syntax, 422 for
-// shape.
+// decodeJSON checks a JSON request's content type and size and decodes its
+// body into v (reqbody.DecodeJSON).
 func decodeJSON(ctx *fasthttp.RequestCtx, limit int, v any) error {
-	body, err := jsonBody(ctx, limit)
-	if err != nil {
-		return err
-	}
-	return unmarshal(body, v)
-}
-
-// jsonBody checks a JSON request's content type and size and returns its body.
-func jsonBody(ctx *fasthttp.RequestCtx, limit int) ([]byte, error) {
-	if !isJSON(ctx.Request.Header.ContentType()) {
-		return nil, fmt.Errorf("%w: want Content-Type application/json", errUnsupportedMedia)
-	}
-	body := ctx.PostBody()
-	if len(body) > limit {
-		return nil, fmt.Errorf("%w: %d bytes over the %d-byte limit", errBodyTooLarge, len(body), limit)
-	}
-	return body, nil
-}
-
-func unmarshal(body []byte, v any) error {
-	if err := json.Unmarshal(body, v); err != nil {
-		var syn *json.SyntaxError
-		if errors.As(err, &syn) || len(body) == 0 {
-			return fmt.Errorf("%w: %w", errMalformed, err)
-		}
-		return fmt.Errorf("%w: %w", errWrongTypes, err)
-	}
-	return nil
-}
-
-// isJSON accepts application/json and application/*+json, with parameters.
-func isJSON(ct []byte) bool {
-	if i := bytes.IndexByte(ct, ';'); i >= 0 {
-		ct = ct[:i]
-	}
-	mt := strings.ToLower(string(bytes.TrimSpace(ct)))
-	sub, ok := strings.CutPrefix(mt, "application/")
-	return ok && (sub == "json" || (len(sub) > len("+json") && strings.HasSuffix(sub, "+json")))
+	return reqbody.DecodeJSON(ctx.Request.Header.ContentType(), ctx.PostBody(), limit, v)
 }

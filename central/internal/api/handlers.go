@@ -4,14 +4,15 @@ import (
 	"bytes"
 	"fmt"
 	"strconv"
-	"strings"
-	"sync"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
 	"github.com/valyala/fasthttp"
 
 	"github.com/kache-planner/kache-planner/central/internal/planner"
+	"github.com/kache-planner/kache-planner/shared/bearer"
+	"github.com/kache-planner/kache-planner/shared/bufpool"
+	"github.com/kache-planner/kache-planner/shared/exposition"
+	"github.com/kache-planner/kache-planner/shared/reqbody"
 	"github.com/kache-planner/kache-planner/shared/wire"
 )
 
@@ -32,36 +33,30 @@ func (s *Server) readyz(ctx *fasthttp.RequestCtx) {
 	writeJSON(ctx, fasthttp.StatusOK, s.health())
 }
 
-// metricsContentType is the exact type kache-service serves.
-const metricsContentType = "text/plain; version=0.0.4"
-
 func (s *Server) metrics(ctx *fasthttp.RequestCtx) {
 	mfs, err := s.deps.Gatherer.Gather()
 	if err != nil {
 		// Gather returns what it could together with the error.
 		s.log.Warn("gather metrics", "error", err)
 	}
-	var buf bytes.Buffer
-	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
-	for _, mf := range mfs {
-		if err := enc.Encode(mf); err != nil {
-			s.fail(ctx, fmt.Errorf("encode metrics: %w", err), "encode metrics")
-			return
-		}
+	body, err := exposition.Encode(mfs)
+	if err != nil {
+		s.fail(ctx, err, "encode metrics")
+		return
 	}
 	ctx.SetStatusCode(fasthttp.StatusOK)
-	ctx.Response.Header.SetContentType(metricsContentType)
-	ctx.SetBody(buf.Bytes())
+	ctx.Response.Header.SetContentType(exposition.ContentType)
+	ctx.SetBody(body)
 }
 
 // authorize applies bearer auth; it writes the 401 and returns false when the
 // request may not go on.
 func (s *Server) authorize(ctx *fasthttp.RequestCtx, msg string) bool {
-	switch s.auth.check(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)) {
-	case authWrong:
+	switch s.auth.Check(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)) {
+	case bearer.Wrong:
 		s.fail(ctx, fmt.Errorf("%w: invalid bearer token", errUnauthorized), "")
 		return false
-	case authMissing:
+	case bearer.Missing:
 		s.fail(ctx, fmt.Errorf("%w: %s", errUnauthorized, msg), "")
 		return false
 	}
@@ -76,8 +71,8 @@ func (s *Server) plan(ctx *fasthttp.RequestCtx) {
 		s.deps.Metrics.ObservePlan(string(planner.OutcomeUnauthorized), time.Since(start), 0)
 		return
 	}
-	body, err := jsonBody(ctx, s.cfg.MaxBodyBytes)
-	if err != nil {
+	body := ctx.PostBody()
+	if err := reqbody.CheckJSON(ctx.Request.Header.ContentType(), body, s.cfg.MaxBodyBytes); err != nil {
 		s.fail(ctx, err, "")
 		return
 	}
@@ -95,7 +90,7 @@ func (s *Server) plan(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	var intent wire.BuildIntent
-	if err := unmarshal(body, &intent); err != nil {
+	if err := reqbody.Unmarshal(body, &intent); err != nil {
 		s.fail(ctx, err, "")
 		return
 	}
@@ -104,8 +99,8 @@ func (s *Server) plan(ctx *fasthttp.RequestCtx) {
 	if err != nil {
 		s.log.Warn("planning failed, answering use_fallback", "error", err)
 	}
-	buf := getBuf()
-	defer putBuf(buf)
+	buf := bufpool.Get()
+	defer bufpool.Put(buf)
 	tail, err := plan.AppendTail((*buf)[:0])
 	if err != nil {
 		s.fail(ctx, err, "encode plan")
@@ -123,8 +118,8 @@ func (s *Server) plan(ctx *fasthttp.RequestCtx) {
 // writePlan writes a plan's head and an encoded tail into fasthttp's own
 // (pooled) body buffer.
 func (s *Server) writePlan(ctx *fasthttp.RequestCtx, head *wire.PrefetchPlan, tail []byte) {
-	buf := getBuf()
-	defer putBuf(buf)
+	buf := bufpool.Get()
+	defer bufpool.Put(buf)
 	b, err := head.AppendHead((*buf)[:0])
 	if err != nil {
 		s.fail(ctx, err, "encode plan")
@@ -140,17 +135,6 @@ func (s *Server) writePlan(ctx *fasthttp.RequestCtx, head *wire.PrefetchPlan, ta
 
 func planID(t time.Time) string {
 	return "plan-" + strconv.FormatInt(t.UnixMilli(), 10)
-}
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
-
-func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
-
-// putBuf returns a buffer unless it grew past what is worth keeping.
-func putBuf(b *[]byte) {
-	if cap(*b) <= 4<<20 {
-		bufPool.Put(b)
-	}
 }
 
 // manifests serves POST /v1/manifests: one build manifest, stored atomically.
@@ -191,16 +175,10 @@ func (s *Server) timelines(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, fmt.Errorf("%w: this service is not currently storing build timelines", errNotReady), "")
 		return
 	}
-	enc := strings.ToLower(strings.TrimSpace(string(ctx.Request.Header.Peek(fasthttp.HeaderContentEncoding))))
-	if enc != "zstd" {
-		s.deps.Metrics.ObserveTimeline("unsupported_encoding")
-		s.fail(ctx, fmt.Errorf("%w: build timelines must be sent with Content-Encoding: zstd", errUnsupportedMedia), "")
-		return
-	}
 	body := ctx.PostBody()
-	if len(body) > s.cfg.MaxTimelineBytes {
-		s.deps.Metrics.ObserveTimeline("too_large")
-		s.fail(ctx, fmt.Errorf("%w: %d compressed bytes over the %d-byte limit", errBodyTooLarge, len(body), s.cfg.MaxTimelineBytes), "")
+	if err := reqbody.CheckZstd(ctx.Request.Header.Peek(fasthttp.HeaderContentEncoding), body, s.cfg.MaxTimelineBytes); err != nil {
+		s.deps.Metrics.ObserveTimeline(ingestOutcome(err))
+		s.fail(ctx, err, "")
 		return
 	}
 	out, err := s.deps.Ingester.IngestTimeline(body)

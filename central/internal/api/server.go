@@ -18,6 +18,7 @@ import (
 	"github.com/kache-planner/kache-planner/central/internal/metrics"
 	"github.com/kache-planner/kache-planner/central/internal/planner"
 	"github.com/kache-planner/kache-planner/central/internal/store"
+	"github.com/kache-planner/kache-planner/shared/bearer"
 	"github.com/kache-planner/kache-planner/shared/wire"
 )
 
@@ -73,7 +74,7 @@ type Server struct {
 	cfg   Config
 	deps  Deps
 	log   *slog.Logger
-	auth  bearer
+	auth  bearer.Checker
 	plans *planCache
 	srv   *fasthttp.Server
 
@@ -90,7 +91,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, deps: deps, log: deps.Logger, auth: newBearer(cfg.Token), plans: newPlanCache(cfg.PlanCacheBytes)}
+	s := &Server{cfg: cfg, deps: deps, log: deps.Logger, auth: bearer.New(cfg.Token), plans: newPlanCache(cfg.PlanCacheBytes)}
 	s.srv = &fasthttp.Server{
 		Handler:            s.routes().Handler,
 		Name:               "kache-service",

@@ -15,9 +15,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kache-planner/kache-planner/central/internal/background"
 	"github.com/kache-planner/kache-planner/central/internal/ingest"
 	"github.com/kache-planner/kache-planner/central/internal/store"
+	"github.com/kache-planner/kache-planner/shared/background"
 	"github.com/kache-planner/kache-planner/shared/layout"
 	"github.com/kache-planner/kache-planner/shared/s3source"
 	"github.com/kache-planner/kache-planner/shared/wire"

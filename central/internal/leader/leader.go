@@ -23,7 +23,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 
-	"github.com/kache-planner/kache-planner/central/internal/background"
+	"github.com/kache-planner/kache-planner/shared/background"
 )
 
 // ServiceAccountNamespaceFile is where a pod finds its own namespace.

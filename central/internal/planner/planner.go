@@ -108,41 +108,17 @@ func (p *Planner) Plan(intent *wire.BuildIntent) (plan wire.PrefetchPlan, outcom
 	if p.idx.ArtifactCount() == 0 {
 		return plan, OutcomeNoState, nil
 	}
-	norm := normalizeIntent(intent)
+	norm := compose.NormalizeIntent(intent)
 	src := &indexSource{idx: p.idx, intent: norm, perCrate: p.cfg.Limits.KeyCachePerCrate, perVersion: p.cfg.VariantsPerVersion}
 	cands, comp, err := compose.Compose(norm, src, p.cfg.Limits)
 	if err != nil {
 		return plan, OutcomePlanningError, fmt.Errorf("compose plan: %w", err)
 	}
-	stats := &wire.PlanStats{
-		IntentCrates:            len(compose.Dedupe(norm.CrateNames)),
-		ResolvedCrates:          comp.Resolved,
-		FromShards:              comp.FromShards,
-		FromHistory:             comp.FromHistory,
-		FromKeyCache:            comp.FromKeyCache,
-		DroppedHistoryPerCrate:  comp.DroppedHistoryPerCrate,
-		DroppedKeyCachePerCrate: comp.DroppedKeyCachePerCrate,
-		DroppedKeyCacheTotal:    comp.DroppedKeyCacheTotal,
-	}
-	if comp.DroppedHistoryPerCrate > 0 {
-		stats.Truncated = append(stats.Truncated, "history_per_crate")
-	}
-	if comp.DroppedKeyCachePerCrate > 0 {
-		stats.Truncated = append(stats.Truncated, "key_cache_per_crate")
-	}
-	if comp.DroppedKeyCacheTotal > 0 {
-		stats.Truncated = append(stats.Truncated, "key_cache_total")
-	}
+	stats := comp.Stats(norm)
 	if intent.Budget != nil {
 		cands = admit(cands, *intent.Budget, p.cfg.NominalSizeBytes, stats)
 	}
-	for i := range cands {
-		if cands[i].SizeBytes == 0 {
-			stats.UnknownSizeCandidates++
-		}
-		stats.KnownBytes += cands[i].SizeBytes
-		stats.CompileMsCovered += cands[i].CompileTimeMs
-	}
+	compose.CountCandidates(stats, cands)
 	plan.Stats = stats
 	if len(cands) == 0 {
 		return plan, OutcomeNoCandidates, nil
@@ -150,18 +126,6 @@ func (p *Planner) Plan(intent *wire.BuildIntent) (plan wire.PrefetchPlan, outcom
 	plan.Disposition = wire.Execute
 	plan.Candidates = cands
 	return plan, OutcomeExecute, nil
-}
-
-// normalizeIntent maps Cargo package names to the rustc crate names the object
-// layout and the index use (kache-protocol.md 4.7). Lock deps keep package
-// names: the dep index is keyed by "name@version" as Cargo.lock writes it.
-func normalizeIntent(in *wire.BuildIntent) *wire.BuildIntent {
-	out := *in
-	out.CrateNames = make([]string, len(in.CrateNames))
-	for i, n := range in.CrateNames {
-		out.CrateNames[i] = cargolock.CrateName(n)
-	}
-	return &out
 }
 
 // indexSource adapts the index to composition, choosing variants by the

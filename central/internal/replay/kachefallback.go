@@ -48,14 +48,7 @@ func (s *fallbackSource) ShardCandidates(namespace string, _ []wire.LockDep) ([]
 			continue
 		}
 		for _, e := range entries {
-			c := wire.PrefetchCandidate{CacheKey: e.CacheKey, CrateName: e.CrateName}
-			if e.CompileTimeMs != nil {
-				c.CompileTimeMs = *e.CompileTimeMs
-			}
-			if e.ArtifactSize != nil {
-				c.SizeBytes = *e.ArtifactSize
-			}
-			out = append(out, c)
+			out = append(out, e.Candidate())
 		}
 	}
 	return out, nil

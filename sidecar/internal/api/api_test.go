@@ -300,7 +300,7 @@ func TestHealthMetricsAndUnknownRoutes(t *testing.T) {
 	}
 	h.do("POST", "/v2/prefetch-plan", []byte(kacheIntent), "Content-Type", "application/json")
 	r = h.do("GET", "/metrics", nil)
-	if r.status != 200 || r.ctype != metricsContentType {
+	if r.status != 200 || r.ctype != "text/plain; version=0.0.4" {
 		t.Fatalf("metrics = %d %q", r.status, r.ctype)
 	}
 	for _, want := range []string{

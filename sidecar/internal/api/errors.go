@@ -1,25 +1,20 @@
 package api
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/kache-planner/kache-planner/shared/reqbody"
 	"github.com/kache-planner/kache-planner/shared/wire"
 )
 
-// Request errors of this surface.
+// Errors of this surface; request-body errors are reqbody's.
 var (
-	errUnsupportedMedia = errors.New("unsupported media type")
-	errBodyTooLarge     = errors.New("request body too large")
-	errMalformed        = errors.New("malformed JSON")
-	errWrongTypes       = errors.New("JSON does not match the expected shape")
-	errUnauthorized     = errors.New("unauthorized")
-	errNotStoring       = errors.New("this service is not currently storing build timelines")
+	errUnauthorized = errors.New("unauthorized")
+	errNotStoring   = errors.New("this service is not currently storing build timelines")
 )
 
 // statusOf maps every error a handler can see to its HTTP status, the one
@@ -30,13 +25,13 @@ func statusOf(err error) int {
 		return fasthttp.StatusUnauthorized
 	case errors.Is(err, errNotStoring):
 		return fasthttp.StatusServiceUnavailable
-	case errors.Is(err, errUnsupportedMedia):
+	case errors.Is(err, reqbody.ErrUnsupportedMedia):
 		return fasthttp.StatusUnsupportedMediaType
-	case errors.Is(err, errBodyTooLarge):
+	case errors.Is(err, reqbody.ErrTooLarge):
 		return fasthttp.StatusRequestEntityTooLarge
-	case errors.Is(err, errWrongTypes):
+	case errors.Is(err, reqbody.ErrWrongShape):
 		return fasthttp.StatusUnprocessableEntity
-	case errors.Is(err, errMalformed):
+	case errors.Is(err, reqbody.ErrMalformed):
 		return fasthttp.StatusBadRequest
 	default:
 		return fasthttp.StatusInternalServerError
@@ -73,7 +68,7 @@ func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
 // a body over the server-wide limit, with the same JSON shape.
 func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
 	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
-		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, errBodyTooLarge.Error())
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, reqbody.ErrTooLarge.Error())
 		return
 	}
 	writeError(ctx, fasthttp.StatusBadRequest, "bad request: "+err.Error())
@@ -84,33 +79,8 @@ func (s *Server) panicked(ctx *fasthttp.RequestCtx, v any) {
 	writeError(ctx, fasthttp.StatusInternalServerError, "internal error")
 }
 
-// decodeJSON checks the content type and size of a JSON body and decodes it
-// into v, classifying failures as axum (and central) do: 415, 413, 400 for
-// syntax, 422 for shape.
+// decodeJSON checks a JSON request's content type and size and decodes its
+// body into v (reqbody.DecodeJSON).
 func decodeJSON(ctx *fasthttp.RequestCtx, limit int, v any) error {
-	if !isJSON(ctx.Request.Header.ContentType()) {
-		return fmt.Errorf("%w: want Content-Type application/json", errUnsupportedMedia)
-	}
-	body := ctx.PostBody()
-	if len(body) > limit {
-		return fmt.Errorf("%w: %d bytes over the %d-byte limit", errBodyTooLarge, len(body), limit)
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		var syn *json.SyntaxError
-		if errors.As(err, &syn) || len(body) == 0 {
-			return fmt.Errorf("%w: %w", errMalformed, err)
-		}
-		return fmt.Errorf("%w: %w", errWrongTypes, err)
-	}
-	return nil
-}
-
-// isJSON accepts application/json and application/*+json, with parameters.
-func isJSON(ct []byte) bool {
-	if i := bytes.IndexByte(ct, ';'); i >= 0 {
-		ct = ct[:i]
-	}
-	mt := strings.ToLower(string(bytes.TrimSpace(ct)))
-	sub, ok := strings.CutPrefix(mt, "application/")
-	return ok && (sub == "json" || (len(sub) > len("+json") && strings.HasSuffix(sub, "+json")))
+	return reqbody.DecodeJSON(ctx.Request.Header.ContentType(), ctx.PostBody(), limit, v)
 }

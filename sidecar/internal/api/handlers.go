@@ -4,14 +4,16 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
-	"strings"
-	"sync"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
 	"github.com/valyala/fasthttp"
 
+	"github.com/kache-planner/kache-planner/shared/bearer"
+	"github.com/kache-planner/kache-planner/shared/bufpool"
+	"github.com/kache-planner/kache-planner/shared/exposition"
+	"github.com/kache-planner/kache-planner/shared/reqbody"
 	"github.com/kache-planner/kache-planner/shared/wire"
 	"github.com/kache-planner/kache-planner/sidecar/internal/planner"
 )
@@ -35,36 +37,30 @@ func (s *Server) healthz(ctx *fasthttp.RequestCtx) {
 	writeJSON(ctx, fasthttp.StatusOK, wire.Health{Status: "ok", Planner: s.deps.Planner.Name(), Version: s.cfg.Version})
 }
 
-// metricsContentType is the exact type kache-service serves.
-const metricsContentType = "text/plain; version=0.0.4"
-
 func (s *Server) metricsHandler(ctx *fasthttp.RequestCtx) {
 	mfs, err := s.deps.Gatherer.Gather()
 	if err != nil {
 		// Gather returns what it could together with the error.
 		s.log.Warn("gather metrics", "error", err)
 	}
-	var buf bytes.Buffer
-	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
-	for _, mf := range mfs {
-		if err := enc.Encode(mf); err != nil {
-			s.fail(ctx, fmt.Errorf("encode metrics: %w", err), "encode metrics")
-			return
-		}
+	body, err := exposition.Encode(mfs)
+	if err != nil {
+		s.fail(ctx, err, "encode metrics")
+		return
 	}
 	ctx.SetStatusCode(fasthttp.StatusOK)
-	ctx.Response.Header.SetContentType(metricsContentType)
-	ctx.SetBody(buf.Bytes())
+	ctx.Response.Header.SetContentType(exposition.ContentType)
+	ctx.SetBody(body)
 }
 
 // authorize applies bearer auth; it writes the 401 and returns false when the
 // request may not go on. Like central, a wrong token says so.
 func (s *Server) authorize(ctx *fasthttp.RequestCtx) bool {
-	switch s.auth.check(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)) {
-	case authWrong:
+	switch s.auth.Check(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)) {
+	case bearer.Wrong:
 		s.fail(ctx, fmt.Errorf("%w: invalid bearer token", errUnauthorized), "")
 		return false
-	case authMissing:
+	case bearer.Missing:
 		s.fail(ctx, fmt.Errorf("%w: missing bearer token", errUnauthorized), "")
 		return false
 	}
@@ -101,8 +97,8 @@ func (s *Server) plan(ctx *fasthttp.RequestCtx) {
 	// Hints replay central's plan_id; a suffix keeps each answer's id
 	// unique while still naming the plan it came from.
 	res.Plan.PlanID = fmt.Sprintf("%s.%d", cmp.Or(res.Plan.PlanID, "plan"), s.planSeq.Add(1))
-	buf := getBuf()
-	defer putBuf(buf)
+	buf := bufpool.Get()
+	defer bufpool.Put(buf)
 	b, err := res.Plan.AppendJSON((*buf)[:0])
 	if err != nil {
 		s.metrics.observe(outcomeRejected, time.Since(start), 0)
@@ -134,15 +130,13 @@ func (s *Server) timelines(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, errNotStoring, "")
 		return
 	}
-	enc := strings.ToLower(strings.TrimSpace(string(ctx.Request.Header.Peek(fasthttp.HeaderContentEncoding))))
-	if enc != "zstd" {
-		s.metrics.timelines.WithLabelValues("unsupported_encoding").Inc()
-		s.fail(ctx, fmt.Errorf("%w: build timelines must be sent with Content-Encoding: zstd", errUnsupportedMedia), "")
-		return
-	}
-	if n := len(ctx.PostBody()); n > s.cfg.MaxTimelineBytes {
-		s.metrics.timelines.WithLabelValues("too_large").Inc()
-		s.fail(ctx, fmt.Errorf("%w: %d compressed bytes over the %d-byte limit", errBodyTooLarge, n, s.cfg.MaxTimelineBytes), "")
+	if err := reqbody.CheckZstd(ctx.Request.Header.Peek(fasthttp.HeaderContentEncoding), ctx.PostBody(), s.cfg.MaxTimelineBytes); err != nil {
+		label := "unsupported_encoding"
+		if errors.Is(err, reqbody.ErrTooLarge) {
+			label = "too_large"
+		}
+		s.metrics.timelines.WithLabelValues(label).Inc()
+		s.fail(ctx, err, "")
 		return
 	}
 	// net/http may still be writing the request body when Do returns on a
@@ -165,15 +159,4 @@ func (s *Server) timelines(ctx *fasthttp.RequestCtx) {
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")
 	ctx.SetBody(answer)
-}
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
-
-func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
-
-// putBuf returns a buffer unless it grew past what is worth keeping.
-func putBuf(b *[]byte) {
-	if cap(*b) <= 4<<20 {
-		bufPool.Put(b)
-	}
 }

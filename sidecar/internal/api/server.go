@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
+	"github.com/kache-planner/kache-planner/shared/bearer"
 	"github.com/kache-planner/kache-planner/shared/wire"
 	"github.com/kache-planner/kache-planner/sidecar/internal/planner"
 )
@@ -131,7 +132,7 @@ type Server struct {
 	cfg     Config
 	deps    Deps
 	log     *slog.Logger
-	auth    bearer
+	auth    bearer.Checker
 	metrics *metrics
 	srv     *fasthttp.Server
 
@@ -170,12 +171,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.Registerer == nil || deps.Gatherer == nil {
 		return nil, errors.New("create planner surface: no metrics registry")
 	}
-	auth := newBearer(cfg.Token)
+	auth := bearer.New(cfg.Token)
 	loopback, err := isLoopback(cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("create planner surface: %w", err)
 	}
-	if !loopback && !auth.enabled() {
+	if !loopback && !auth.Enabled() {
 		return nil, fmt.Errorf("create planner surface on %s: %w", cfg.Addr, ErrInsecureBind)
 	}
 	if deps.Logger == nil {
@@ -243,7 +244,7 @@ func (s *Server) Start(context.Context) error {
 	s.ln, s.serveDone = ln, make(chan struct{})
 	done := s.serveDone
 	s.mu.Unlock()
-	s.log.Info("planner surface listening", "addr", ln.Addr().String(), "auth", s.auth.enabled())
+	s.log.Info("planner surface listening", "addr", ln.Addr().String(), "auth", s.auth.Enabled())
 	go func() {
 		defer close(done)
 		if err := s.Serve(ln); err != nil {

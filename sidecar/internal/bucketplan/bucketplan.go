@@ -15,7 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/kache-planner/kache-planner/shared/cargolock"
+	"github.com/kache-planner/kache-planner/shared/background"
 	"github.com/kache-planner/kache-planner/shared/compose"
 	"github.com/kache-planner/kache-planner/shared/layout"
 	"github.com/kache-planner/kache-planner/shared/wire"
@@ -112,9 +112,11 @@ type Source struct {
 	// refreshMu keeps Refresh calls from listing twice at once.
 	refreshMu sync.Mutex
 
-	mu     sync.Mutex
-	cancel context.CancelFunc
-	done   chan struct{}
+	// refresher runs the key-index refresh loop; started guards it against
+	// a second Start.
+	refresher background.Task
+	mu        sync.Mutex
+	started   bool
 }
 
 // New builds a bucket planner. history may be nil.
@@ -142,34 +144,23 @@ func New(cfg Config, bucket Bucket, history History, logger *slog.Logger) (*Sour
 func (s *Source) Start(context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cancel != nil {
+	if s.started {
 		return errors.New("start bucket planner: already started")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel, s.done = cancel, make(chan struct{})
-	go s.loop(ctx, s.done)
+	s.started = true
+	s.refresher.Go(s.refreshLoop)
 	return nil
 }
 
 // Stop cancels the refresher and waits for it within ctx.
 func (s *Source) Stop(ctx context.Context) error {
-	s.mu.Lock()
-	cancel, done := s.cancel, s.done
-	s.mu.Unlock()
-	if cancel == nil {
-		return nil
+	if err := s.refresher.Stop(ctx); err != nil {
+		return fmt.Errorf("stop bucket planner: %w", err)
 	}
-	cancel()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("stop bucket planner: %w", ctx.Err())
-	}
+	return nil
 }
 
-func (s *Source) loop(ctx context.Context, done chan struct{}) {
-	defer close(done)
+func (s *Source) refreshLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.RefreshInterval)
 	defer t.Stop()
 	for {
@@ -221,7 +212,7 @@ func (s *Source) Name() string { return s.cfg.Planner }
 // layout crate names. A plan without candidates is use_fallback; an error
 // means the history or key-cache pass failed.
 func (s *Source) Plan(ctx context.Context, intent *wire.BuildIntent) (wire.PrefetchPlan, error) {
-	norm := normalizeIntent(intent)
+	norm := compose.NormalizeIntent(intent)
 	cands, comp, err := compose.Compose(norm, s.DataSource(ctx), *s.cfg.Limits)
 	if err != nil {
 		return wire.PrefetchPlan{}, fmt.Errorf("compose bucket plan: %w", err)
@@ -231,54 +222,13 @@ func (s *Source) Plan(ctx context.Context, intent *wire.BuildIntent) (wire.Prefe
 		Planner:     s.cfg.Planner,
 		Disposition: wire.UseFallback,
 		Candidates:  []wire.PrefetchCandidate{},
-		Stats:       stats(norm, cands, comp),
+		Stats:       comp.Stats(norm),
 	}
+	compose.CountCandidates(plan.Stats, cands)
 	if len(cands) > 0 {
 		plan.Disposition, plan.Candidates = wire.Execute, cands
 	}
 	return plan, nil
-}
-
-// normalizeIntent maps Cargo package names to rustc crate names, as central
-// does. Lock deps keep package names: shard hashes are over Cargo.lock's
-// "name@version".
-func normalizeIntent(in *wire.BuildIntent) *wire.BuildIntent {
-	out := *in
-	out.CrateNames = make([]string, len(in.CrateNames))
-	for i, n := range in.CrateNames {
-		out.CrateNames[i] = cargolock.CrateName(n)
-	}
-	return &out
-}
-
-func stats(intent *wire.BuildIntent, cands []wire.PrefetchCandidate, comp compose.Composition) *wire.PlanStats {
-	st := &wire.PlanStats{
-		IntentCrates:            len(compose.Dedupe(intent.CrateNames)),
-		ResolvedCrates:          comp.Resolved,
-		FromShards:              comp.FromShards,
-		FromHistory:             comp.FromHistory,
-		FromKeyCache:            comp.FromKeyCache,
-		DroppedHistoryPerCrate:  comp.DroppedHistoryPerCrate,
-		DroppedKeyCachePerCrate: comp.DroppedKeyCachePerCrate,
-		DroppedKeyCacheTotal:    comp.DroppedKeyCacheTotal,
-	}
-	if comp.DroppedHistoryPerCrate > 0 {
-		st.Truncated = append(st.Truncated, "history_per_crate")
-	}
-	if comp.DroppedKeyCachePerCrate > 0 {
-		st.Truncated = append(st.Truncated, "key_cache_per_crate")
-	}
-	if comp.DroppedKeyCacheTotal > 0 {
-		st.Truncated = append(st.Truncated, "key_cache_total")
-	}
-	for i := range cands {
-		if cands[i].SizeBytes == 0 {
-			st.UnknownSizeCandidates++
-		}
-		st.KnownBytes += cands[i].SizeBytes
-		st.CompileMsCovered += cands[i].CompileTimeMs
-	}
-	return st
 }
 
 // DataSource binds the source to one request's context; compose's interface
@@ -352,14 +302,7 @@ func (d *dataSource) readShard(key string) []wire.PrefetchCandidate {
 		if !layout.ValidCacheKey(e.CacheKey) || !layout.ValidCrateName(e.CrateName) {
 			continue
 		}
-		c := wire.PrefetchCandidate{CacheKey: e.CacheKey, CrateName: e.CrateName}
-		if e.CompileTimeMs != nil {
-			c.CompileTimeMs = *e.CompileTimeMs
-		}
-		if e.ArtifactSize != nil {
-			c.SizeBytes = *e.ArtifactSize
-		}
-		out = append(out, c)
+		out = append(out, e.Candidate())
 	}
 	return out
 }

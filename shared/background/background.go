@@ -1,7 +1,8 @@
 // Package background runs one long-lived goroutine with an owner: Start
 // launches it with a context that Stop cancels, and Stop waits for it to
-// return. Components with a loop (the leader elector, the bucket crawler)
-// embed a Task instead of repeating that bookkeeping.
+// return. Components with a loop (central's leader elector and bucket
+// crawler, the sidecar's key-index refresher) embed a Task instead of
+// repeating that bookkeeping.
 package background
 
 import (
