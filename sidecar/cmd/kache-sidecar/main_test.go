@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxtest"
@@ -204,5 +205,38 @@ func TestParseRustcRelease(t *testing.T) {
 	}
 	if got := parseRustcRelease("error: no toolchain"); got != "" {
 		t.Fatalf("release of garbage %q", got)
+	}
+}
+
+// warm through a running sidecar that has no bucket: the plan is answered,
+// the sidecar says at once that it cannot prefetch, and warm does not hang.
+func TestWarmThroughSidecarWithoutBucket(t *testing.T) {
+	intents := make(chan wire.BuildIntent, 4)
+	cfg := testConfig(t, "serve", "--central-endpoint", fakeCentral(t, intents))
+	var srv *api.Server
+	app := fxtest.New(t, opts(cfg, slog.New(slog.DiscardHandler)), fx.Populate(&srv))
+	app.RequireStart()
+	defer app.RequireStop()
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "Cargo.lock"), []byte(lockFile), 0o644)
+	for _, tc := range []struct {
+		strict bool
+		want   int
+	}{{false, 0}, {true, exitUnavailable}} {
+		args := []string{"warm", "--workspace", dir, "--store-dir", t.TempDir(), "--planner-listen", srv.Addr(), "--progress", "never"}
+		if tc.strict {
+			args = append(args, "--strict")
+		}
+		var stderr bytes.Buffer
+		start := time.Now()
+		if got := run(args, io.Discard, &stderr); got != tc.want || !strings.Contains(stderr.String(), "cannot prefetch") {
+			t.Fatalf("strict=%v: exit %d, want %d; stderr:\n%s", tc.strict, got, tc.want, stderr.String())
+		}
+		if took := time.Since(start); took > 3*time.Second {
+			t.Fatalf("warm took %s", took)
+		}
+	}
+	if in := <-intents; len(in.CrateNames) != 3 {
+		t.Fatalf("central got %+v", in)
 	}
 }

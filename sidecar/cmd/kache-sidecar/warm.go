@@ -89,6 +89,10 @@ func errString(err error) string {
 	return err.Error()
 }
 
+// sessionAppearTimeout bounds the wait for a running sidecar to start the
+// prefetch of the plan it answered.
+const sessionAppearTimeout = 5 * time.Second
+
 // workspaceIntent builds the intent kache would send for the workspace:
 // package names leaves first, the namespace, and the lock deps only when a
 // namespace is set (kache-protocol.md 3.7).
@@ -206,6 +210,9 @@ func warmViaSidecar(ctx context.Context, sc *sidecarClient, intent *wire.BuildIn
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	seen := false
+	// The plan reaches the prefetcher just after the answer; a session that
+	// has not appeared by then never will (prefetching off for plans).
+	appearBy := time.Now().Add(sessionAppearTimeout)
 	for {
 		var p prefetch.Progress
 		status, err := sc.do(ctx, http.MethodGet, "/v1/prefetch/sessions/"+plan.PlanID, nil, &p)
@@ -218,8 +225,14 @@ func warmViaSidecar(ctx context.Context, sc *sidecarClient, intent *wire.BuildIn
 				res.err = failures(p)
 				return res
 			}
+		case status == http.StatusNotImplemented:
+			res.err = fmt.Errorf("the sidecar answered a plan but cannot prefetch: %w", err)
+			return res
+		case status == http.StatusNotFound && !seen && time.Now().After(appearBy):
+			res.err = errors.New("the sidecar started no prefetch for the plan (is --prefetch-on-plan off?)")
+			return res
 		case status == http.StatusNotFound && !seen:
-			// Not submitted yet; keep polling until the deadline.
+			// Not submitted yet.
 		case status == http.StatusNotFound:
 			// Closed and reported: it finished between two polls.
 			res.progress.Finished = true

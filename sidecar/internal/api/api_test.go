@@ -592,3 +592,37 @@ func TestTimelineRelay(t *testing.T) {
 		})
 	}
 }
+
+type fakeSessions map[string]any
+
+func (f fakeSessions) SessionProgress(id string) (any, bool) {
+	p, ok := f[id]
+	return p, ok
+}
+
+func TestSessionProgressRoute(t *testing.T) {
+	cases := []struct {
+		name     string
+		sessions Sessions
+		id       string
+		status   int
+		body     string
+	}{
+		{"known plan", fakeSessions{"plan-1.1": map[string]int{"done": 3}}, "plan-1.1", 200, `{"done":3}`},
+		{"unknown plan", fakeSessions{}, "plan-9.9", 404, `no prefetch session`},
+		{"no prefetcher", nil, "plan-1.1", 501, `does not prefetch`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarnessWith(t, Config{}, execResult(), func(d *Deps) {
+				if tc.sessions != nil {
+					d.Sessions = tc.sessions
+				}
+			})
+			r := h.do("GET", "/v1/prefetch/sessions/"+tc.id, nil)
+			if r.status != tc.status || !strings.Contains(string(r.body), tc.body) || r.ctype != "application/json" {
+				t.Fatalf("GET session: %d %q %s", r.status, r.ctype, r.body)
+			}
+		})
+	}
+}

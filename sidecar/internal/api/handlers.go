@@ -22,7 +22,8 @@ import (
 func (s *Server) session(ctx *fasthttp.RequestCtx) {
 	id, _ := ctx.UserValue("plan_id").(string)
 	if s.deps.Sessions == nil {
-		writeError(ctx, fasthttp.StatusNotFound, "this sidecar does not prefetch")
+		// Distinct from "no such session": waiting will not help.
+		writeError(ctx, fasthttp.StatusNotImplemented, "this sidecar does not prefetch (no bucket configured)")
 		return
 	}
 	p, ok := s.deps.Sessions.SessionProgress(id)
