@@ -74,6 +74,11 @@ type Config struct {
 	// kept under Deadline so a slow central still leaves time for the next
 	// steps. Default two thirds of Deadline.
 	CentralTimeout time.Duration
+	// BucketAfter is how long central has before the bucket plan starts
+	// alongside it (at once when central fails sooner): a healthy central
+	// answers first and the bucket's shard GETs are never made. Default a
+	// third of Deadline.
+	BucketAfter time.Duration
 	// FreshFor is how long a hint is served without asking central.
 	// Default 15 min.
 	FreshFor time.Duration
@@ -91,7 +96,7 @@ type Config struct {
 	// and the hint key see the runner's context.
 	Runner *wire.RunnerContext
 	Target string
-	// Toolchain is the rustc release of the runner\'s builds (e.g. "1.82.0"),
+	// Toolchain is the rustc release of the runner's builds (e.g. "1.82.0"),
 	// added to intents that lack it: central drops variants of other
 	// toolchains.
 	Toolchain string
@@ -106,6 +111,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CentralTimeout <= 0 || c.CentralTimeout >= c.Deadline {
 		c.CentralTimeout = c.Deadline * 2 / 3
+	}
+	if c.BucketAfter <= 0 || c.BucketAfter >= c.Deadline {
+		c.BucketAfter = c.Deadline / 3
 	}
 	if c.FreshFor <= 0 {
 		c.FreshFor = 15 * time.Minute
@@ -278,37 +286,50 @@ func (p *Planner) plan(ctx context.Context, in *wire.BuildIntent) Result {
 			centralCh = nil
 		}
 	}
-	// The bucket plan costs a few GETs, so it only starts when no stale
-	// hint could answer instead; it runs alongside central so that a slow
-	// central does not leave it too little time.
-	if !stale && p.deps.Bucket != nil {
-		bucketCh = make(chan answer, 1)
-		if !p.spawn(func() {
+	// The bucket plan costs a GET per shard, so it only starts when no
+	// stale hint could answer instead, and only once central has failed or
+	// had BucketAfter to answer: then it runs alongside central so that a
+	// slow central does not leave it too little time.
+	startBucket := func() {
+		if bucketCh != nil || stale || p.deps.Bucket == nil {
+			return
+		}
+		ch := make(chan answer, 1)
+		if p.spawn(func() {
 			plan, err := p.deps.Bucket.Plan(ctx, in)
-			bucketCh <- answer{plan, err}
+			ch <- answer{plan, err}
 		}) {
-			bucketCh = nil
+			bucketCh = ch
 		}
 	}
-
 	if centralCh != nil {
-		select {
-		case a := <-centralCh:
-			switch {
-			case a.err != nil:
-				p.log.Warn("central did not answer", "error", a.err)
-			case a.plan.Disposition == wire.Execute && len(a.plan.Candidates) > 0:
-				p.storeHint(key, a.plan)
-				return Result{Plan: a.plan, Source: SourceCentral}
-			case a.plan.Disposition == wire.DoNothing:
-				// Central deliberately asks for no prefetch; respect it.
-				return Result{Plan: a.plan, Source: SourceCentral}
-			default:
-				p.log.Debug("central has no plan", "disposition", a.plan.Disposition, "candidates", len(a.plan.Candidates))
+		head := time.NewTimer(p.cfg.BucketAfter)
+		defer head.Stop()
+	wait:
+		for {
+			select {
+			case a := <-centralCh:
+				switch {
+				case a.err != nil:
+					p.log.Warn("central did not answer", "error", a.err)
+				case a.plan.Disposition == wire.Execute && len(a.plan.Candidates) > 0:
+					p.storeHint(key, a.plan)
+					return Result{Plan: a.plan, Source: SourceCentral}
+				case a.plan.Disposition == wire.DoNothing:
+					// Central deliberately asks for no prefetch; respect it.
+					return Result{Plan: a.plan, Source: SourceCentral}
+				default:
+					p.log.Debug("central has no plan", "disposition", a.plan.Disposition, "candidates", len(a.plan.Candidates))
+				}
+				break wait
+			case <-head.C:
+				startBucket()
+			case <-ctx.Done():
+				break wait
 			}
-		case <-ctx.Done():
 		}
 	}
+	startBucket()
 	if stale {
 		return Result{Plan: hintPlan, Source: SourceStaleHint, HintAge: age}
 	}

@@ -506,3 +506,29 @@ func TestDecodedHintMemoIsBounded(t *testing.T) {
 		t.Errorf("memo holds %d plans, bound %d", n, maxDecoded)
 	}
 }
+
+// The bucket plan costs a GET per shard: it starts only when central fails or
+// has not answered within BucketAfter.
+func TestBucketStartsOnlyWhenCentralIsLate(t *testing.T) {
+	cases := []struct {
+		name        string
+		central     *fakePlanner
+		want        Source
+		bucketCalls int32
+	}{
+		{"central answers at once", &fakePlanner{plan: execPlan("central", 2)}, SourceCentral, 0},
+		{"central fails at once", &fakePlanner{err: errors.New("connection refused")}, SourceBucket, 1},
+		{"central answers after BucketAfter", &fakePlanner{plan: execPlan("central", 2), delay: 80 * time.Millisecond}, SourceCentral, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			bucket := &fakePlanner{plan: execPlan("bucket", 3)}
+			p := newPlanner(t, Config{Deadline: 300 * time.Millisecond, BucketAfter: 30 * time.Millisecond},
+				Deps{Central: tc.central, Bucket: bucket})
+			res := p.Plan(context.Background(), intent())
+			if res.Source != tc.want || bucket.calls.Load() != tc.bucketCalls {
+				t.Fatalf("source %s with %d bucket calls, want %s with %d", res.Source, bucket.calls.Load(), tc.want, tc.bucketCalls)
+			}
+		})
+	}
+}
