@@ -60,6 +60,12 @@ func newRegistry() *prometheus.Registry {
 func logStart(cfg config.Config, info runner.Info, log *slog.Logger) {
 	log.Info("starting kache-sidecar", "version", buildinfo.Resolve(buildinfo.Version), "ci", info.Provider,
 		"repository", info.Context.Repository, "target", info.Target, "config", cfg.Redacted())
+	if cfg.S3Bucket == "" {
+		log.Warn("no --s3-bucket: plans are answered from hints and central, nothing is prefetched and there is no bucket plan")
+	}
+	if cfg.CentralEndpoint == "" {
+		log.Warn("no --central-endpoint: plans come from hints and the bucket only")
+	}
 }
 
 func fxCentral(lc fx.Lifecycle, cfg config.Config, log *slog.Logger) (*central.Client, error) {
