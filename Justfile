@@ -46,6 +46,7 @@ lint:
 # Fuzz each decoder for a while (FUZZTIME, default 30s each).
 fuzz FUZZTIME="30s":
     go test ./shared/wire -run '^$' -fuzz FuzzPlanEncoding -fuzztime {{FUZZTIME}}
+    go test ./shared/wire -run '^$' -fuzz FuzzManifestEntry -fuzztime {{FUZZTIME}}
     go test ./central/internal/api -run '^$' -fuzz FuzzPlanRequest -fuzztime {{FUZZTIME}}
     go test ./central/internal/api -run '^$' -fuzz FuzzManifestRequest -fuzztime {{FUZZTIME}}
     go test ./shared/cargolock -run '^$' -fuzz FuzzParse -fuzztime {{FUZZTIME}} -fuzzminimizetime 1s

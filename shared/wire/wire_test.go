@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -272,5 +273,49 @@ func TestShardEntryCandidate(t *testing.T) {
 				t.Errorf("Candidate() = %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// The fast path for manifest entries must agree with encoding/json on every
+// input, including the error cases.
+func FuzzManifestEntry(f *testing.F) {
+	for _, s := range []string{
+		`{"cache_key":"ab","crate_name":"serde","compile_time_ms":5000,"artifact_size":1048576}`,
+		` { "crate_name" : "x" , "cache_key" : "k" } `, `{}`, `null`, `{"cache_key":"a\u0041"}`,
+		`{"Cache_Key":"k"}`, `{"compile_time_ms":-1}`, `{"compile_time_ms":1.5}`, `{"compile_time_ms":1e3}`,
+		`{"artifact_size":18446744073709551615}`, `{"artifact_size":18446744073709551616}`,
+		`{"cache_key":null}`, `{"cache_key":"a","cache_key":"b"}`, `{"other":[1,2]}`, `{"crate_name":"é"}`,
+		`{"compile_time_ms":"5"}`, `[]`, `"x"`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if !json.Valid([]byte(s)) {
+			return
+		}
+		var fast ManifestEntry
+		fastErr := fast.UnmarshalJSON([]byte(s))
+		var slow manifestEntryJSON
+		slowErr := json.Unmarshal([]byte(s), &slow)
+		if (fastErr == nil) != (slowErr == nil) {
+			t.Fatalf("%q: fast err %v, slow err %v", s, fastErr, slowErr)
+		}
+		if fastErr == nil && fast != ManifestEntry(slow) {
+			t.Fatalf("%q: fast %+v, slow %+v", s, fast, slow)
+		}
+	})
+}
+
+func TestBuildManifestDecodesEntries(t *testing.T) {
+	const doc = `{"version":3,"created":"2026-01-01T00:00:00Z","manifest_key":"x86_64-unknown-linux-gnu","entries":[
+	 {"cache_key":"k1","crate_name":"serde","compile_time_ms":5000,"artifact_size":1048576},
+	 {"crate_name":"tokio","cache_key":"k\u0032","artifact_size":7}]}`
+	var m BuildManifest
+	if err := json.Unmarshal([]byte(doc), &m); err != nil {
+		t.Fatal(err)
+	}
+	want := []ManifestEntry{{CacheKey: "k1", CrateName: "serde", CompileTimeMs: 5000, ArtifactSize: 1048576}, {CacheKey: "k2", CrateName: "tokio", ArtifactSize: 7}}
+	if !slices.Equal(m.Entries, want) {
+		t.Fatalf("entries %+v", m.Entries)
 	}
 }
