@@ -10,6 +10,7 @@ tools := env("KACHE_TOOLS_DIR", env("XDG_CACHE_HOME", home_directory() / ".cache
 helm_version := "v3.22.0"
 ko_version := "v0.19.1"
 goreleaser_version := "v2.15.1"
+staticcheck_version := "v0.8.2" # also in e2e/tools.sh, for CI
 
 service_image := "ghcr.io/kache-planner/kache-service"
 sidecar_image := "ghcr.io/kache-planner/kache-sidecar"
@@ -38,10 +39,12 @@ build-sidecar:
 test:
     go test -race -count=1 ./...
 
-# gofmt and go vet.
-lint:
-    test -z "$(gofmt -l central sidecar shared charts e2e internal)" || (gofmt -l central sidecar shared charts e2e internal; exit 1)
+# gofmt, go vet (also the e2e-tagged packages) and staticcheck.
+lint: (_tool "staticcheck" "honnef.co/go/tools/cmd/staticcheck" staticcheck_version)
+    test -z "$(gofmt -l central sidecar shared charts e2e internal tools)" || (gofmt -l central sidecar shared charts e2e internal tools; exit 1)
     go vet ./...
+    go vet -tags e2e ./e2e/ ./sidecar/... ./internal/...
+    "{{tools}}"/staticcheck ./...
 
 # Fuzz each decoder for a while (FUZZTIME, default 30s each).
 fuzz FUZZTIME="30s":

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the servers the e2e tests start (etcd, kube-apiserver, MinIO) from the
-# Go module proxy, once: a binary is rebuilt only when its tools module (or
+# Builds the servers the e2e tests start (etcd, kube-apiserver, MinIO) and the
+# tools CI runs (helm, staticcheck) from the Go module proxy, once: a binary is rebuilt only when its tools module (or
 # pinned version) changes. They live outside the checkout
 # ($KACHE_TOOLS_DIR, default ~/.cache/kache-planner/tools) so fresh clones on
 # the same machine reuse them. Prints the bin directory.
@@ -39,6 +39,7 @@ for t in "${@:-etcd kube-apiserver minio helm}"; do
       kube-apiserver) build_module kube-apiserver "$root/tools/kube-apiserver" ;;
       minio) build_install minio github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c ;;
       helm) build_install helm helm.sh/helm/v3/cmd/helm@v3.22.0 ;;
+      staticcheck) build_install staticcheck honnef.co/go/tools/cmd/staticcheck@v0.8.2 ;;
       *) echo "unknown tool $name" >&2; exit 2 ;;
     esac
   done
