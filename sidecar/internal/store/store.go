@@ -110,7 +110,14 @@ type entry struct {
 	ref  Ref
 	size int64
 	elem *list.Element
+	// stamped is when the file's mtime last recorded a use (unix seconds).
+	stamped int64
 }
+
+// stampEvery bounds how often a read rewrites an object's mtime: recency
+// across restarts only needs to be coarse, and on some disks a metadata
+// write costs as much as reading a small object.
+const stampEvery = int64(time.Hour / time.Second)
 
 // Store holds objects on disk. It is safe for concurrent use; several
 // processes may share a directory for reading, but only one should write.
@@ -236,7 +243,7 @@ func (s *Store) scan() (swept int, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, f := range found {
-		s.insertLocked(f.ref, f.size)
+		s.insertLocked(f.ref, f.size, f.mtime.Unix())
 	}
 	return swept, nil
 }
@@ -262,12 +269,12 @@ func parseName(kind Kind, name string) (Ref, bool) {
 	return r, r.Valid()
 }
 
-func (s *Store) insertLocked(r Ref, size int64) {
+func (s *Store) insertLocked(r Ref, size, stamped int64) {
 	if old, ok := s.index[r]; ok {
 		s.used -= old.size
 		s.lru.Remove(old.elem)
 	}
-	e := &entry{ref: r, size: size}
+	e := &entry{ref: r, size: size, stamped: stamped}
 	e.elem = s.lru.PushFront(e)
 	s.index[r] = e
 	s.used += size
@@ -331,10 +338,15 @@ func (s *Store) Open(r Ref) (*os.File, int64, error) {
 	if !r.Valid() {
 		return nil, 0, fmt.Errorf("%w: %s", ErrInvalidRef, r)
 	}
+	now := time.Now()
 	s.mu.Lock()
 	e, ok := s.index[r]
+	stamp := false
 	if ok {
 		s.lru.MoveToFront(e.elem)
+		if stamp = now.Unix()-e.stamped >= stampEvery; stamp {
+			e.stamped = now.Unix()
+		}
 	}
 	s.mu.Unlock()
 	if !ok {
@@ -355,8 +367,9 @@ func (s *Store) Open(r Ref) (*os.File, int64, error) {
 	}
 	// The mtime carries recency across restarts; failing to set it only
 	// makes eviction order less exact.
-	now := time.Now()
-	_ = os.Chtimes(f.Name(), now, now)
+	if stamp {
+		_ = os.Chtimes(f.Name(), now, now)
+	}
 	return f, e.size, nil
 }
 
@@ -510,7 +523,7 @@ func (w *Writer) Commit() error {
 	w.s.mu.Lock()
 	w.s.used -= w.size
 	w.s.reserved -= w.size
-	w.s.insertLocked(w.ref, w.size)
+	w.s.insertLocked(w.ref, w.size, time.Now().Unix())
 	w.s.mu.Unlock()
 	return nil
 }

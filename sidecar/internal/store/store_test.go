@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func key(c byte) string { return strings.Repeat(string(c), 64) }
@@ -265,5 +266,27 @@ func TestParseName(t *testing.T) {
 		if ok != tc.ok || (ok && got != tc.want) {
 			t.Errorf("parseName(%q) = %v, %v; want %v, %v", tc.name, got, ok, tc.want, tc.ok)
 		}
+	}
+}
+
+// Reads record recency in the file's mtime at most once an hour per object.
+func TestOpenStampsRecencyCoarsely(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, 0)
+	r := Ref{Pack, "serde", key('a')}
+	put(t, s, r, "data")
+	path := filepath.Join(dir, "objects", "packs", "a", key('a')+".serde.tar.zst")
+	old := time.Now().Add(-3 * time.Hour).Truncate(time.Second)
+	if err := os.Chtimes(path, old, old); err != nil {
+		t.Fatal(err)
+	}
+	read(t, s, r) // stored just now: no stamp
+	if st, _ := os.Stat(path); !st.ModTime().Equal(old) {
+		t.Fatalf("a fresh object's read rewrote its mtime: %v", st.ModTime())
+	}
+	s2 := open(t, dir, 0) // reopened: recency comes from the 3-hour-old mtime
+	read(t, s2, r)
+	if st, _ := os.Stat(path); !st.ModTime().After(old.Add(2 * time.Hour)) {
+		t.Fatalf("a stale object's read did not stamp it: %v", st.ModTime())
 	}
 }
