@@ -90,6 +90,8 @@ func fxHints(lc fx.Lifecycle, cfg config.Config, log *slog.Logger) (*hints.Store
 	if err != nil {
 		return nil, err
 	}
+	entries, bytes := h.Stats()
+	log.Info("hint cache open", "component", "hints", "dir", cfg.HintsDir, "hints", entries, "bytes", bytes, "recovered", h.Recovered())
 	lc.Append(fx.StopHook(h.Close))
 	return h, nil
 }

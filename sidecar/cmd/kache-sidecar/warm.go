@@ -251,13 +251,12 @@ func warmViaSidecar(ctx context.Context, sc *sidecarClient, intent *wire.BuildIn
 
 func warmStandalone(ctx context.Context, cfg config.Config, info runner.Info, intent *wire.BuildIntent, show *progressView, log *slog.Logger) warmResult {
 	res := warmResult{via: "standalone"}
-	quiet := log
 	b, err := newBucket(cfg)
 	if err != nil {
 		res.err = err
 		return res
 	}
-	c, err := newCentral(cfg, quiet)
+	c, err := newCentral(cfg, log)
 	if err != nil {
 		res.err = err
 		return res
@@ -265,13 +264,13 @@ func warmStandalone(ctx context.Context, cfg config.Config, info runner.Info, in
 	if c != nil {
 		defer c.Close()
 	}
-	st, err := newStore(cfg, quiet)
+	st, err := newStore(cfg, log)
 	if err != nil {
 		res.err = err
 		return res
 	}
 	defer st.Close()
-	bp, err := newBucketPlan(cfg, b, st, quiet)
+	bp, err := newBucketPlan(cfg, b, st, log)
 	if err != nil {
 		res.err = err
 		return res
@@ -279,14 +278,17 @@ func warmStandalone(ctx context.Context, cfg config.Config, info runner.Info, in
 	if bp != nil {
 		// One listing is enough for one plan; no refresher goroutine.
 		if err := bp.Refresh(ctx); err != nil {
-			quiet.Warn("list the bucket", "error", err)
+			log.Warn("list the bucket", "error", err)
+		} else {
+			keys, _ := bp.IndexStats()
+			log.Info("bucket listed", "keys", keys)
 		}
 	}
 	// Nobody is waiting on a 750 ms budget here: give central and the
 	// shard reads time to answer.
 	pcfg := cfg
 	pcfg.PlanDeadline = 15 * time.Second
-	p, err := newPlanner(pcfg, info, nil, c, bp, quiet)
+	p, err := newPlanner(pcfg, info, nil, c, bp, log)
 	if err != nil {
 		res.err = err
 		return res
@@ -298,7 +300,7 @@ func warmStandalone(ctx context.Context, cfg config.Config, info runner.Info, in
 		res.err = errors.New("neither central nor the bucket had a plan for this workspace")
 		return res
 	}
-	e := newEngine(cfg, b, st, prefetch.NewMetrics(nil), c, quiet)
+	e := newEngine(cfg, b, st, prefetch.NewMetrics(nil), c, log)
 	if e == nil {
 		res.err = errors.New("no bucket configured (--s3-bucket): nothing to prefetch from")
 		return res

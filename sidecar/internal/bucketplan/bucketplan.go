@@ -204,9 +204,6 @@ func (s *Source) IndexStats() (keys int, built time.Time) {
 	return 0, time.Time{}
 }
 
-// Name is the planner name put in plans.
-func (s *Source) Name() string { return s.cfg.Planner }
-
 // Plan composes a plan for intent from the bucket. Package names are mapped
 // to crate names first (kache-protocol.md 4.7), so candidates always carry
 // layout crate names. A plan without candidates is use_fallback; an error

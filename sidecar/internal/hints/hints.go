@@ -279,31 +279,6 @@ func (s *Store) evictLocked() error {
 	return nil
 }
 
-// Delete removes the hint for k, if any.
-func (s *Store) Delete(k Key) error {
-	hk := hintKey(k)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	old, err := s.db.Get(hk, nil)
-	if errors.Is(err, leveldb.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("delete hint: %w", err)
-	}
-	var batch leveldb.Batch
-	batch.Delete(hk)
-	if oh, err := decodeValue(old); err == nil {
-		batch.Delete(timeKey(oh.StoredAt, k))
-	}
-	if err := s.db.Write(&batch, nil); err != nil {
-		return fmt.Errorf("delete hint: %w", err)
-	}
-	s.entries--
-	s.bytes -= int64(len(hk) + len(old))
-	return nil
-}
-
 // Stats returns the number of hints and their stored bytes.
 func (s *Store) Stats() (entries int, bytes int64) {
 	s.mu.Lock()

@@ -168,15 +168,6 @@ func TestPutGet(t *testing.T) {
 	if n, _ := s.Stats(); n != 1 {
 		t.Errorf("entries = %d after replacing, want 1", n)
 	}
-	if err := s.Delete(keyN(1)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Get(keyN(1)); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Get after Delete = %v, want ErrNotFound", err)
-	}
-	if n, b := s.Stats(); n != 0 || b != 0 {
-		t.Errorf("Stats after Delete = %d, %d, want 0, 0", n, b)
-	}
 }
 
 func TestEviction(t *testing.T) {
