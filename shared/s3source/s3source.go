@@ -45,6 +45,9 @@ type Object struct {
 	ETag         string
 	Size         int64
 	LastModified time.Time
+	// Encrypted says the object is under a KMS or customer-provided key,
+	// whose ETags are not the content's MD5.
+	Encrypted bool
 }
 
 // Bucket reads one bucket.
@@ -169,7 +172,20 @@ func (b *Bucket) Stat(ctx context.Context, key string) (Object, error) {
 }
 
 func objectOf(st minio.ObjectInfo) Object {
-	return Object{Key: st.Key, ETag: strings.Trim(st.ETag, `"`), Size: st.Size, LastModified: st.LastModified}
+	return Object{Key: st.Key, ETag: strings.Trim(st.ETag, `"`), Size: st.Size, LastModified: st.LastModified,
+		Encrypted: encrypted(st.Metadata)}
+}
+
+// encrypted reads S3's response headers: SSE-KMS (aws:kms, aws:kms:dsse)
+// and SSE-C change the ETag; SSE-S3 (AES256) keeps it the MD5.
+func encrypted(h http.Header) bool {
+	if h == nil {
+		return false
+	}
+	if h.Get("X-Amz-Server-Side-Encryption-Customer-Algorithm") != "" {
+		return true
+	}
+	return strings.HasPrefix(h.Get("X-Amz-Server-Side-Encryption"), "aws:kms")
 }
 
 func translate(key string, err error) error {

@@ -20,6 +20,7 @@ import (
 	"github.com/kache-planner/kache-planner/shared/wire"
 	"github.com/kache-planner/kache-planner/sidecar/internal/api"
 	"github.com/kache-planner/kache-planner/sidecar/internal/config"
+	"github.com/kache-planner/kache-planner/sidecar/internal/store"
 )
 
 func testConfig(t *testing.T, cmd string, args ...string) config.Config {
@@ -238,5 +239,31 @@ func TestWarmThroughSidecarWithoutBucket(t *testing.T) {
 	}
 	if in := <-intents; len(in.CrateNames) != 3 {
 		t.Fatalf("central got %+v", in)
+	}
+}
+
+// A store directory held by another process (a sidecar that missed the
+// probe) is never prefetched into beside it: warm waits for that sidecar,
+// then says clearly why it did nothing.
+func TestWarmStandaloneRefusesALockedStore(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "Cargo.lock"), []byte(lockFile), 0o644)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	storeDir := t.TempDir()
+	held, err := store.Open(store.Config{Dir: storeDir, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	args := []string{"warm", "--workspace", dir, "--store-dir", storeDir, "--planner-listen", addr, "--progress", "never",
+		"--strict", "--s3-bucket", "b", "--s3-endpoint", "http://" + addr}
+	var stderr bytes.Buffer
+	if got := run(args, io.Discard, &stderr); got != exitUnavailable {
+		t.Fatalf("exit %d, want %d; stderr:\n%s", got, exitUnavailable, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "belongs to a running kache-sidecar") {
+		t.Fatalf("no clear reason in stderr:\n%s", stderr.String())
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/kache-planner/kache-planner/sidecar/internal/planner"
 	"github.com/kache-planner/kache-planner/sidecar/internal/prefetch"
 	"github.com/kache-planner/kache-planner/sidecar/internal/runner"
+	"github.com/kache-planner/kache-planner/sidecar/internal/store"
 )
 
 // Warm exit codes. A cache must never fail a build, so everything but a
@@ -61,6 +62,16 @@ func warm(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.Wr
 		res = warmViaSidecar(ctx, sc, intent, show, log)
 	} else {
 		res = warmStandalone(ctx, cfg, info, intent, show, log)
+		if errors.Is(res.err, store.ErrLocked) {
+			// A sidecar owns the store directory but missed the probe
+			// (starting, or busy): prefetch through it, never beside it.
+			if sc := waitSidecar(ctx, cfg, lockedWait); sc != nil {
+				res = warmViaSidecar(ctx, sc, intent, show, log)
+			} else {
+				res.err = fmt.Errorf("the store directory belongs to a running kache-sidecar that does not answer on %s: %w",
+					cfg.PlannerListen, res.err)
+			}
+		}
 	}
 	show.finish(res.progress)
 	log.Info("warm done", "plan_source", res.source, "via", res.via, "keys", res.progress.Keys,
@@ -147,6 +158,26 @@ type sidecarClient struct {
 
 // probeSidecar returns a client when a sidecar answers /healthz on the
 // planner address.
+// lockedWait bounds the wait for a sidecar that holds the store directory
+// to answer.
+const lockedWait = 10 * time.Second
+
+// waitSidecar probes until a sidecar answers or d passes.
+func waitSidecar(ctx context.Context, cfg config.Config, d time.Duration) *sidecarClient {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	for {
+		if sc := probeSidecar(ctx, cfg); sc != nil {
+			return sc
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
 func probeSidecar(ctx context.Context, cfg config.Config) *sidecarClient {
 	sc := &sidecarClient{base: "http://" + cfg.PlannerListen, token: cfg.Token, http: &http.Client{Timeout: 2 * time.Second}}
 	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)

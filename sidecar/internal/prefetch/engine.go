@@ -454,7 +454,7 @@ func (e *Engine) attempt(ctx context.Context, r store.Ref, s *Session, expect fu
 	if s != nil && !s.reserve(r, obj.Size) {
 		return 0, false, fmt.Errorf("%w: %s is %d bytes", ErrBudgetExceeded, r, obj.Size)
 	}
-	w, err := e.st.Create(r, obj.Size, obj.ETag)
+	w, err := e.st.Create(r, obj.Size, store.Meta{ETag: obj.ETag, LastModified: obj.LastModified, Encrypted: obj.Encrypted})
 	if err != nil {
 		if s != nil {
 			s.settle(obj.Size, 0)

@@ -15,11 +15,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -42,6 +44,9 @@ var (
 	// ErrCorrupt is returned when written bytes do not match the object's
 	// size or checksum.
 	ErrCorrupt = errors.New("object failed verification")
+	// ErrLocked is returned by Open when another process has the store
+	// directory open.
+	ErrLocked = errors.New("store directory in use by another process")
 )
 
 // Kind is the kind of a stored object.
@@ -106,9 +111,34 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// Meta is what the store keeps about an object besides its bytes, so a
+// local copy can be served with the same headers as the bucket's.
+type Meta struct {
+	// ETag is the bucket's ETag, unquoted; empty when unknown.
+	ETag string
+	// LastModified is the bucket's Last-Modified; zero when unknown (the
+	// file's mtime is served then).
+	LastModified time.Time
+	// Encrypted says the bucket encrypted the object with a KMS or
+	// customer key: its ETag is then not the content's MD5 even when it
+	// looks like one.
+	Encrypted bool
+}
+
+// Info describes an opened object. Size is the opened file's own (fstat),
+// so it always matches the bytes a reader gets.
+type Info struct {
+	Size int64
+	Meta
+}
+
 type entry struct {
 	ref  Ref
 	size int64
+	meta Meta
+	// ino is the file's inode: Open checks it to pair the file it opened
+	// with this entry's metadata.
+	ino  uint64
 	elem *list.Element
 	// stamped is when the file's mtime last recorded a use (unix seconds).
 	stamped int64
@@ -119,16 +149,27 @@ type entry struct {
 // write costs as much as reading a small object.
 const stampEvery = int64(time.Hour / time.Second)
 
-// Store holds objects on disk. It is safe for concurrent use; several
-// processes may share a directory for reading, but only one should write.
+// Store holds objects on disk. It is safe for concurrent use. One process
+// owns a store directory at a time (Open takes an exclusive lock on it).
 type Store struct {
 	cfg     Config
 	objects string
 	log     *slog.Logger
+	lock    *os.File
+	closed  sync.Once
 	// md5 hashes many concurrent downloads in SIMD lanes.
 	md5 md5simd.Server
 	// dirs are the shard directories known to exist.
 	dirs sync.Map
+	// commits orders the writers of one ref: a rename and its index
+	// insert happen under the ref's stripe, and eviction never unlinks a
+	// ref whose stripe is held, so a file renamed into place is never
+	// removed as its predecessor and index and disk always agree.
+	commits [64]sync.Mutex
+	seed    maphash.Seed
+	// afterRename, when set by a test, runs between a commit's rename and
+	// its index insert.
+	afterRename func()
 
 	mu       sync.Mutex
 	lru      *list.List // front = most recently used; values are *entry
@@ -156,28 +197,40 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("store: create %s: %w", cfg.Dir, err)
+	}
+	lock, err := lockDir(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
 	s := &Store{
 		cfg:     cfg,
 		objects: filepath.Join(cfg.Dir, "objects"),
 		log:     cfg.Logger,
+		lock:    lock,
 		lru:     list.New(),
 		index:   map[Ref]*entry{},
 		byCrate: map[string]map[string]struct{}{},
 		md5:     md5simd.NewServer(),
+		seed:    maphash.MakeSeed(),
+	}
+	fail := func(err error) (*Store, error) {
+		s.md5.Close()
+		lock.Close()
+		return nil, err
 	}
 	for _, kind := range []Kind{Pack, EntryManifest} {
 		for _, c := range "0123456789abcdef" {
 			dir := filepath.Join(s.objects, kind.dir(), string(c))
 			if err := s.mkdir(dir); err != nil {
-				s.md5.Close()
-				return nil, fmt.Errorf("store: create %s: %w", dir, err)
+				return fail(fmt.Errorf("store: create %s: %w", dir, err))
 			}
 		}
 	}
 	swept, err := s.scan()
 	if err != nil {
-		s.md5.Close()
-		return nil, err
+		return fail(err)
 	}
 	s.mu.Lock()
 	evicted := s.evictLocked(0)
@@ -187,10 +240,34 @@ func Open(cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// Close releases the store's hashing lanes; writers must be finished.
+// lockDir takes an exclusive, non-blocking lock on dir/LOCK. The kernel
+// drops it when the process dies, so a crash never leaves the directory
+// locked; a live owner makes a second Open fail with ErrLocked instead of
+// sweeping the owner's temp files and evicting under its index.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("store: lock %s: %w", dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s", ErrLocked, dir)
+		}
+		return nil, fmt.Errorf("store: lock %s: %w", dir, err)
+	}
+	return f, nil
+}
+
+// Close releases the store's hashing lanes and its directory lock; writers
+// must be finished.
 func (s *Store) Close() error {
-	s.md5.Close()
-	return nil
+	var err error
+	s.closed.Do(func() {
+		s.md5.Close()
+		err = s.lock.Close()
+	})
+	return err
 }
 
 // TempPrefix starts the name of every temp file. Temp files live in their
@@ -201,6 +278,8 @@ const TempPrefix = ".tmp-"
 type scanned struct {
 	ref   Ref
 	size  int64
+	ino   uint64
+	meta  Meta
 	mtime time.Time
 }
 
@@ -232,7 +311,7 @@ func (s *Store) scan() (swept int, err error) {
 				s.log.Warn("removing unexpected file from local store", "path", path)
 				return os.Remove(path)
 			}
-			found = append(found, scanned{ref, info.Size(), info.ModTime()})
+			found = append(found, scanned{ref, info.Size(), inode(info), readMeta(path), info.ModTime()})
 			return nil
 		})
 		if err != nil {
@@ -243,7 +322,7 @@ func (s *Store) scan() (swept int, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, f := range found {
-		s.insertLocked(f.ref, f.size, f.mtime.Unix())
+		s.insertLocked(&entry{ref: f.ref, size: f.size, ino: f.ino, meta: f.meta, stamped: f.mtime.Unix()})
 	}
 	return swept, nil
 }
@@ -269,15 +348,15 @@ func parseName(kind Kind, name string) (Ref, bool) {
 	return r, r.Valid()
 }
 
-func (s *Store) insertLocked(r Ref, size, stamped int64) {
+func (s *Store) insertLocked(e *entry) {
+	r := e.ref
 	if old, ok := s.index[r]; ok {
 		s.used -= old.size
 		s.lru.Remove(old.elem)
 	}
-	e := &entry{ref: r, size: size, stamped: stamped}
 	e.elem = s.lru.PushFront(e)
 	s.index[r] = e
-	s.used += size
+	s.used += e.size
 	if r.Kind == Pack {
 		keys := s.byCrate[r.Crate]
 		if keys == nil {
@@ -302,24 +381,38 @@ func (s *Store) removeLocked(e *entry) {
 	}
 }
 
+// stripe is the commit lock of r.
+func (s *Store) stripe(r Ref) *sync.Mutex {
+	var h maphash.Hash
+	h.SetSeed(s.seed)
+	h.WriteByte(byte(r.Kind))
+	h.WriteString(r.CacheKey)
+	h.WriteString(r.Crate)
+	return &s.commits[h.Sum64()%uint64(len(s.commits))]
+}
+
 // evictLocked removes least-recently-used objects until need more bytes fit
-// the budget, and says how many it removed. Unlinking a file another
-// goroutine is reading is safe: the open descriptor keeps its data.
+// the budget, and says how many it removed. An object whose ref is being
+// committed right now is passed over: its file may already be the new one.
+// Unlinking a file another goroutine is reading is safe: the open
+// descriptor keeps its data.
 func (s *Store) evictLocked(need int64) int {
 	if s.cfg.MaxBytes <= 0 {
 		return 0
 	}
 	n := 0
-	for s.used+need > s.cfg.MaxBytes {
-		back := s.lru.Back()
-		if back == nil {
-			break
+	for el := s.lru.Back(); el != nil && s.used+need > s.cfg.MaxBytes; {
+		e := el.Value.(*entry)
+		el = el.Prev()
+		mu := s.stripe(e.ref)
+		if !mu.TryLock() {
+			continue
 		}
-		e := back.Value.(*entry)
 		s.removeLocked(e)
 		if err := os.Remove(s.path(e.ref)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			s.log.Warn("evict", "object", e.ref.String(), "error", err)
 		}
+		mu.Unlock()
 		n++
 	}
 	return n
@@ -333,26 +426,44 @@ func (s *Store) Has(r Ref) bool {
 	return ok
 }
 
-// Open opens a stored object for reading and marks it recently used.
-func (s *Store) Open(r Ref) (*os.File, int64, error) {
+// Open opens a stored object for reading and marks it recently used. The
+// Info returned describes exactly the opened file, even when a writer
+// replaces the object meanwhile.
+func (s *Store) Open(r Ref) (*os.File, Info, error) {
 	if !r.Valid() {
-		return nil, 0, fmt.Errorf("%w: %s", ErrInvalidRef, r)
+		return nil, Info{}, fmt.Errorf("%w: %s", ErrInvalidRef, r)
 	}
+	// A commit of r between the index lookup and the open pairs the new
+	// file with the old entry; the inode tells, and a second look finds
+	// the new entry.
+	for range 3 {
+		f, info, retry, err := s.open(r)
+		if !retry {
+			return f, info, err
+		}
+	}
+	return nil, Info{}, fmt.Errorf("%w: %s is being replaced", ErrNotFound, r)
+}
+
+func (s *Store) open(r Ref) (f *os.File, info Info, retry bool, err error) {
 	now := time.Now()
 	s.mu.Lock()
 	e, ok := s.index[r]
 	stamp := false
+	var meta Meta
+	var ino uint64
 	if ok {
 		s.lru.MoveToFront(e.elem)
 		if stamp = now.Unix()-e.stamped >= stampEvery; stamp {
 			e.stamped = now.Unix()
 		}
+		meta, ino = e.meta, e.ino
 	}
 	s.mu.Unlock()
 	if !ok {
-		return nil, 0, fmt.Errorf("%w: %s", ErrNotFound, r)
+		return nil, Info{}, false, fmt.Errorf("%w: %s", ErrNotFound, r)
 	}
-	f, err := os.Open(s.path(r))
+	f, err = os.Open(s.path(r))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			// Removed behind our back (an operator, or a concurrent eviction).
@@ -361,16 +472,57 @@ func (s *Store) Open(r Ref) (*os.File, int64, error) {
 				s.removeLocked(e)
 			}
 			s.mu.Unlock()
-			return nil, 0, fmt.Errorf("%w: %s", ErrNotFound, r)
+			return nil, Info{}, false, fmt.Errorf("%w: %s", ErrNotFound, r)
 		}
-		return nil, 0, fmt.Errorf("open %s: %w", r, err)
+		return nil, Info{}, false, fmt.Errorf("open %s: %w", r, err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, Info{}, false, fmt.Errorf("stat %s: %w", r, err)
+	}
+	if ino != 0 && inode(st) != ino {
+		f.Close()
+		return nil, Info{}, true, nil
+	}
+	if meta.LastModified.IsZero() {
+		meta.LastModified = st.ModTime()
 	}
 	// The mtime carries recency across restarts; failing to set it only
 	// makes eviction order less exact.
 	if stamp {
 		_ = os.Chtimes(f.Name(), now, now)
 	}
-	return f, e.size, nil
+	return f, Info{Size: st.Size(), Meta: meta}, false, nil
+}
+
+// Remove drops r from the store (a DELETE through the S3 surface). It is
+// not an error when r is absent.
+func (s *Store) Remove(r Ref) error {
+	if !r.Valid() {
+		return fmt.Errorf("%w: %s", ErrInvalidRef, r)
+	}
+	mu := s.stripe(r)
+	mu.Lock()
+	defer mu.Unlock()
+	s.mu.Lock()
+	e, ok := s.index[r]
+	if ok {
+		s.removeLocked(e)
+	}
+	s.mu.Unlock()
+	if err := os.Remove(s.path(r)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", r, err)
+	}
+	return nil
+}
+
+// inode is a file's inode number (0 where the platform has none).
+func inode(fi fs.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Ino
+	}
+	return 0
 }
 
 // PackKeys lists the cache keys of packs held for crate (the sidecar's
@@ -394,10 +546,10 @@ func (s *Store) Stats() Stats {
 }
 
 // Create reserves size bytes of the budget (evicting older objects) and
-// returns a Writer for r. etag is the object's ETag: when it is a plain
-// single-part MD5 the content is checked against it. Exactly one of Commit
-// or Abort must follow.
-func (s *Store) Create(r Ref, size int64, etag string) (*Writer, error) {
+// returns a Writer for r. When m.ETag is a plain single-part MD5 of an
+// object not encrypted with a KMS or customer key, the content is checked
+// against it. Exactly one of Commit or Abort must follow.
+func (s *Store) Create(r Ref, size int64, m Meta) (*Writer, error) {
 	if !r.Valid() {
 		return nil, fmt.Errorf("%w: %s", ErrInvalidRef, r)
 	}
@@ -409,10 +561,19 @@ func (s *Store) Create(r Ref, size int64, etag string) (*Writer, error) {
 		s.mu.Unlock()
 		return nil, fmt.Errorf("%w: %s is %d bytes, budget %d", ErrNoSpace, r, size, s.cfg.MaxBytes)
 	}
-	s.evictLocked(size)
-	if s.cfg.MaxBytes > 0 && s.used+size > s.cfg.MaxBytes {
+	// Only committed objects can be evicted: when the writes in progress
+	// leave no room even with none of them, evicting would empty the cache
+	// for nothing.
+	if s.cfg.MaxBytes > 0 && s.reserved+size > s.cfg.MaxBytes {
 		s.mu.Unlock()
 		return nil, fmt.Errorf("%w: %d bytes reserved by writes in progress", ErrNoSpace, s.reserved)
+	}
+	s.evictLocked(size)
+	if s.cfg.MaxBytes > 0 && s.used+size > s.cfg.MaxBytes {
+		// What is left is being committed right now (eviction passes it
+		// over); the next Create will find it evictable.
+		s.mu.Unlock()
+		return nil, fmt.Errorf("%w: objects being replaced hold the budget", ErrNoSpace)
 	}
 	s.used += size
 	s.reserved += size
@@ -431,10 +592,12 @@ func (s *Store) Create(r Ref, size int64, etag string) (*Writer, error) {
 		s.release(size)
 		return nil, fmt.Errorf("store: temp file for %s: %w", r, diskErr(err))
 	}
-	w := &Writer{s: s, ref: r, size: size, f: f}
-	// Multipart and encrypted uploads have ETags that are not the
-	// content's MD5: hashing them would cost CPU for nothing.
-	if want := strings.ToLower(strings.Trim(etag, `"`)); isMD5(want) {
+	m.ETag = strings.Trim(m.ETag, `"`)
+	w := &Writer{s: s, ref: r, size: size, f: f, meta: m}
+	// Multipart uploads and objects under KMS or customer keys have ETags
+	// that are not the content's MD5: hashing them would cost CPU for
+	// nothing and reject good objects.
+	if want := strings.ToLower(m.ETag); !m.Encrypted && isMD5(want) {
 		w.wantMD5 = want
 		w.md5 = s.md5.NewHash()
 	}
@@ -463,6 +626,7 @@ type Writer struct {
 	size    int64
 	written int64
 	f       *os.File
+	meta    Meta
 	wantMD5 string
 	md5     md5simd.Hasher // nil when there is no MD5 to check against
 	done    bool
@@ -483,6 +647,13 @@ func (w *Writer) Write(p []byte) (int, error) {
 		return n, diskErr(err)
 	}
 	return n, nil
+}
+
+// SetMeta replaces the metadata given to Create (a PUT learns the bucket's
+// ETag only after its body was sent). Verification still follows Create's.
+func (w *Writer) SetMeta(m Meta) {
+	m.ETag = strings.Trim(m.ETag, `"`)
+	w.meta = m
 }
 
 // Commit verifies the written bytes (size, and MD5 when the ETag given to
@@ -507,25 +678,74 @@ func (w *Writer) Commit() error {
 			return fmt.Errorf("store: sync %s: %w", w.ref, diskErr(err))
 		}
 	}
+	// Metadata rides with the file (an extended attribute), so it is
+	// renamed with it and survives a restart; a filesystem without them
+	// only loses the ETag after a restart.
+	writeMeta(w.f, w.meta)
+	st, err := w.f.Stat()
+	if err != nil {
+		w.Abort()
+		return fmt.Errorf("store: stat %s: %w", w.ref, err)
+	}
 	if err := w.f.Close(); err != nil {
 		w.Abort()
 		return fmt.Errorf("store: close %s: %w", w.ref, diskErr(err))
 	}
+	s := w.s
+	mu := s.stripe(w.ref)
+	mu.Lock()
+	defer mu.Unlock()
 	// Same directory: the rename is atomic and cannot fail for a missing
 	// parent.
-	err := os.Rename(w.f.Name(), w.s.path(w.ref))
-	if err != nil {
+	if err := os.Rename(w.f.Name(), s.path(w.ref)); err != nil {
 		w.Abort()
 		return fmt.Errorf("store: rename %s: %w", w.ref, err)
 	}
 	w.done = true
 	w.release()
-	w.s.mu.Lock()
-	w.s.used -= w.size
-	w.s.reserved -= w.size
-	w.s.insertLocked(w.ref, w.size, time.Now().Unix())
-	w.s.mu.Unlock()
+	if s.afterRename != nil {
+		s.afterRename()
+	}
+	s.mu.Lock()
+	s.used -= w.size
+	s.reserved -= w.size
+	s.insertLocked(&entry{ref: w.ref, size: w.size, ino: inode(st), meta: w.meta, stamped: time.Now().Unix()})
+	s.mu.Unlock()
 	return nil
+}
+
+// metaAttr names the extended attribute holding an object's Meta.
+const metaAttr = "user.kache.meta"
+
+// writeMeta stores m as "etag\nlast-modified-unix-nanos\nencrypted".
+func writeMeta(f *os.File, m Meta) {
+	if m.ETag == "" && m.LastModified.IsZero() {
+		return
+	}
+	var lm int64
+	if !m.LastModified.IsZero() {
+		lm = m.LastModified.UnixNano()
+	}
+	v := m.ETag + "\n" + strconv.FormatInt(lm, 10) + "\n" + strconv.FormatBool(m.Encrypted)
+	_ = fsetxattr(f, metaAttr, []byte(v))
+}
+
+// readMeta reads what writeMeta stored; anything unreadable is unknown.
+func readMeta(path string) Meta {
+	v, err := getxattr(path, metaAttr)
+	if err != nil {
+		return Meta{}
+	}
+	parts := strings.Split(string(v), "\n")
+	if len(parts) != 3 || len(parts[0]) > 128 {
+		return Meta{}
+	}
+	m := Meta{ETag: parts[0]}
+	if ns, err := strconv.ParseInt(parts[1], 10, 64); err == nil && ns != 0 {
+		m.LastModified = time.Unix(0, ns)
+	}
+	m.Encrypted = parts[2] == "true"
+	return m
 }
 
 // Abort removes the temp file and releases the reservation. It is safe to
