@@ -5,6 +5,7 @@
 package hints
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -205,7 +206,8 @@ func (s *Store) Get(k Key) (Hint, error) {
 }
 
 // Put stores h for k, replacing any older hint, and evicts the oldest hints
-// beyond the bounds. A hint larger than MaxBytes alone is not stored.
+// beyond the bounds. A hint larger than MaxBytes alone is not stored, and
+// the older hint for k is deleted all the same: it is no longer k's plan.
 func (s *Store) Put(k Key, h Hint) error {
 	if len(h.Source) > maxSourceLen {
 		h.Source = h.Source[:maxSourceLen]
@@ -213,36 +215,44 @@ func (s *Store) Put(k Key, h Hint) error {
 	hk := hintKey(k)
 	v := encodeValue(h)
 	size := int64(len(hk) + len(v))
-	if size > s.opts.MaxBytes {
-		return nil
-	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var batch leveldb.Batch
+	entries, used := s.entries, s.bytes
 	old, err := s.db.Get(hk, nil)
 	switch {
 	case errors.Is(err, leveldb.ErrNotFound):
-		s.entries++
 	case err != nil:
 		return fmt.Errorf("read hint: %w", err)
 	default:
-		s.bytes -= int64(len(hk) + len(old))
+		batch.Delete(hk)
+		entries--
+		used -= int64(len(hk) + len(old))
 		if oh, err := decodeValue(old); err == nil {
 			batch.Delete(timeKey(oh.StoredAt, k))
 		}
 	}
-	batch.Put(hk, v)
-	batch.Put(timeKey(h.StoredAt, k), nil)
-	s.bytes += size
+	if size <= s.opts.MaxBytes {
+		batch.Put(hk, v) // after the Delete above, so it wins
+		batch.Put(timeKey(h.StoredAt, k), nil)
+		entries++
+		used += size
+	}
+	if batch.Len() == 0 {
+		return nil
+	}
 	if err := s.db.Write(&batch, &opt.WriteOptions{Sync: s.opts.Sync}); err != nil {
 		return fmt.Errorf("write hint: %w", err)
 	}
+	s.entries, s.bytes = entries, used
 	return s.evictLocked()
 }
 
 // evictLocked deletes the oldest hints until both bounds hold. The 't'
-// records iterate in StoredAt order, oldest first.
+// records iterate in StoredAt order, oldest first. A record that does not
+// match its hint's StoredAt is an orphan (left by a value that could not be
+// decoded, or a repair): it is deleted and the hint left alone.
 func (s *Store) evictLocked() error {
 	if s.entries <= s.opts.MaxEntries && s.bytes <= s.opts.MaxBytes {
 		return nil
@@ -250,8 +260,10 @@ func (s *Store) evictLocked() error {
 	it := s.db.NewIterator(util.BytesPrefix([]byte{prefixTime}), nil)
 	defer it.Release()
 	var batch leveldb.Batch
-	entries, bytes := s.entries, s.bytes
-	for (entries > s.opts.MaxEntries || bytes > s.opts.MaxBytes) && it.Next() {
+	entries, used := s.entries, s.bytes
+	// Deletes wait in the batch, so a hint evicted here is still readable.
+	evicted := map[Key]bool{}
+	for (entries > s.opts.MaxEntries || used > s.opts.MaxBytes) && it.Next() {
 		batch.Delete(it.Key())
 		k, ok := keyOfTimeKey(it.Key())
 		if !ok {
@@ -259,15 +271,20 @@ func (s *Store) evictLocked() error {
 		}
 		hk := hintKey(k)
 		v, err := s.db.Get(hk, nil)
-		if errors.Is(err, leveldb.ErrNotFound) {
-			continue // an orphaned time record; deleting it is enough
+		if errors.Is(err, leveldb.ErrNotFound) || evicted[k] {
+			continue
 		}
 		if err != nil {
 			return fmt.Errorf("evict hints: %w", err)
 		}
+		// An undecodable hint goes with the first record naming it.
+		if h, err := decodeValue(v); err == nil && !bytes.Equal(timeKey(h.StoredAt, k), it.Key()) {
+			continue
+		}
+		evicted[k] = true
 		batch.Delete(hk)
 		entries--
-		bytes -= int64(len(hk) + len(v))
+		used -= int64(len(hk) + len(v))
 	}
 	if err := it.Error(); err != nil {
 		return fmt.Errorf("evict hints: %w", err)
@@ -275,7 +292,7 @@ func (s *Store) evictLocked() error {
 	if err := s.db.Write(&batch, nil); err != nil {
 		return fmt.Errorf("evict hints: %w", err)
 	}
-	s.entries, s.bytes = entries, bytes
+	s.entries, s.bytes = entries, used
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/syndtr/goleveldb/leveldb/storage"
+	"github.com/syndtr/goleveldb/leveldb/util"
 
 	"github.com/kache-planner/kache-planner/shared/wire"
 )
@@ -322,5 +323,97 @@ func TestUnknownSchemaIsCleared(t *testing.T) {
 	}
 	if n, _ := s.Stats(); n != 0 {
 		t.Errorf("entries = %d, want 0", n)
+	}
+}
+
+// countHints counts the hint records actually in the database.
+func countHints(t *testing.T, s *Store) (n int, bytes int64) {
+	t.Helper()
+	it := s.db.NewIterator(util.BytesPrefix([]byte{prefixHint}), nil)
+	defer it.Release()
+	for it.Next() {
+		n++
+		bytes += int64(len(it.Key()) + len(it.Value()))
+	}
+	if err := it.Error(); err != nil {
+		t.Fatal(err)
+	}
+	return n, bytes
+}
+
+// An orphaned time record (one that no longer matches its hint's StoredAt)
+// is dropped by eviction without evicting the hint it names or touching
+// the counters.
+func TestEvictionSkipsOrphanedTimeRecords(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	tests := []struct {
+		name string
+		max  int
+		// key 1 is stored at first, key 2 at second; then an orphaned record
+		// for key 1 at t0 is written and key 3 is stored as the newest.
+		first, second time.Duration
+		wantKept      []byte
+		wantGone      []byte
+	}{
+		{name: "orphan of the newest hint", max: 2, first: time.Hour, second: time.Minute,
+			wantKept: []byte{1, 3}, wantGone: []byte{2}},
+		{name: "orphan and record of one hint in one pass", max: 1, first: 10 * time.Second, second: time.Minute,
+			wantKept: []byte{3}, wantGone: []byte{1, 2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := openMem(t, Options{})
+			if err := s.Put(keyN(1), Hint{Plan: []byte("one"), StoredAt: t0.Add(tt.first)}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Put(keyN(2), Hint{Plan: []byte("two"), StoredAt: t0.Add(tt.second)}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.db.Put(timeKey(t0, keyN(1)), nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			s.opts.MaxEntries = tt.max // as a restart with a lower bound would
+			if err := s.Put(keyN(3), Hint{Plan: []byte("three"), StoredAt: t0.Add(2 * time.Hour)}); err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range tt.wantKept {
+				if _, err := s.Get(keyN(k)); err != nil {
+					t.Errorf("key %d: %v, want kept", k, err)
+				}
+			}
+			for _, k := range tt.wantGone {
+				if _, err := s.Get(keyN(k)); !errors.Is(err, ErrNotFound) {
+					t.Errorf("key %d: %v, want evicted", k, err)
+				}
+			}
+			n, b := s.Stats()
+			if wn, wb := countHints(t, s); n != wn || b != wb {
+				t.Errorf("Stats = %d entries, %d bytes; database holds %d, %d", n, b, wn, wb)
+			}
+			if _, err := s.db.Get(timeKey(t0, keyN(1)), nil); err == nil {
+				t.Error("orphaned time record kept")
+			}
+		})
+	}
+}
+
+// A hint too big to store replaces the previous one by deleting it, so a
+// stale plan is not served for the key.
+func TestOversizedHintDeletesPrevious(t *testing.T) {
+	s := openMem(t, Options{MaxBytes: 64})
+	if err := s.Put(keyN(1), Hint{Plan: []byte("small"), StoredAt: time.Unix(1, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(keyN(1), Hint{Plan: bytes.Repeat([]byte("x"), 100), StoredAt: time.Unix(2, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := s.Get(keyN(1)); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get = %+v, %v; want the previous hint deleted", h, err)
+	}
+	if n, b := s.Stats(); n != 0 || b != 0 {
+		t.Errorf("Stats = %d entries, %d bytes, want 0, 0", n, b)
+	}
+	if _, err := s.db.Get(timeKey(time.Unix(1, 0), keyN(1)), nil); err == nil {
+		t.Error("time record of the deleted hint kept")
 	}
 }

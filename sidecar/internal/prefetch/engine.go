@@ -7,10 +7,13 @@
 // asking for an object the build needs now) joins a download already in
 // flight or starts one at once on a demand lane, so it never waits behind
 // speculative work and no object is ever downloaded twice at the same time.
+// A download runs on its own context, ended by Stop or when nobody waits for
+// it any more, so one requester giving up does not fail the others.
 //
 // The byte budget is a hard cap on bytes received: a download reserves its
 // object's full size before reading the body, and is skipped when the
-// reservation does not fit.
+// reservation does not fit. Demand has no budget: a download a demand waits
+// for is charged to no session.
 package prefetch
 
 import (
@@ -122,10 +125,24 @@ type Engine struct {
 	nextID   uint64
 }
 
-// flight is one download in progress; others wanting the object wait on it.
+// flight is one download in progress; everyone wanting the object waits on
+// it. It runs in its own goroutine on a context derived from the engine's,
+// and is cancelled when its last waiter leaves.
 type flight struct {
-	done chan struct{}
-	err  error
+	ref    store.Ref
+	done   chan struct{}
+	cancel context.CancelFunc
+	demand bool         // started by a demand: runs on a demand lane
+	expect func() int64 // the size the entry manifest promises, or nil
+
+	// Guarded by the engine's mutex.
+	waiters int
+	demands int      // waiters that are demands; while any, no budget applies
+	sess    *Session // whose byte budget pays for the download, or nil
+
+	// Set before done is closed.
+	n   int64
+	err error
 }
 
 // New creates an Engine; Start runs its workers.
@@ -172,8 +189,10 @@ func (e *Engine) Start(context.Context) error {
 	return nil
 }
 
-// Stop cancels downloads in flight, waits for the workers and reports the
-// sessions still open.
+// Stop cancels every download the engine started (demand included), waits
+// for them and the workers, and reports the sessions still open. If ctx ends
+// first the sessions are still closed, reported as far as ctx allows, and
+// then ctx's error is returned: fx runs no later stop hook for us.
 func (e *Engine) Stop(ctx context.Context) error {
 	e.mu.Lock()
 	e.stopped = true
@@ -186,15 +205,16 @@ func (e *Engine) Stop(ctx context.Context) error {
 	e.cancel()
 	done := make(chan struct{})
 	go func() { e.wg.Wait(); close(done) }()
+	var err error
 	select {
 	case <-done:
 	case <-ctx.Done():
-		return fmt.Errorf("stop prefetch engine: %w", ctx.Err())
+		err = fmt.Errorf("stop prefetch engine: %w", ctx.Err())
 	}
 	for _, s := range open {
 		e.closeSession(ctx, s, "shutdown")
 	}
-	return nil
+	return err
 }
 
 // worker takes the next candidate of the oldest session with work left.
@@ -258,6 +278,13 @@ func (e *Engine) Demand(ctx context.Context, r store.Ref) error {
 	if !r.Valid() {
 		return fmt.Errorf("%w: %s", store.ErrInvalidRef, r)
 	}
+	e.mu.Lock()
+	stopped := e.stopped
+	e.mu.Unlock()
+	if stopped {
+		// The store may be closed already.
+		return ErrStopped
+	}
 	present := e.st.Has(r)
 	now := e.clock()
 	e.mu.Lock()
@@ -284,48 +311,137 @@ func (e *Engine) Demand(ctx context.Context, r store.Ref) error {
 }
 
 // fetch gets r into the store unless it is there, with one download per
-// object at a time: a second caller waits for the first one's result
-// (joined). A demand fetch takes a demand lane first.
+// object at a time: a later caller joins the download in flight (joined).
+// ctx bounds only this caller's wait, not the download. n is what the
+// download received on s's byte budget; a session whose download a demand
+// took over (so no budget paid for it) sees it as joined.
 func (e *Engine) fetch(ctx context.Context, r store.Ref, s *Session, expect func() int64, demand bool) (n int64, joined bool, err error) {
 	if e.st.Has(r) {
 		return 0, false, nil
 	}
+	f, joined, err := e.join(ctx, r, s, expect, demand)
+	if err != nil {
+		return 0, false, err
+	}
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		e.leave(f, demand)
+		return 0, joined, ctx.Err()
+	}
+	if joined || f.sess != s {
+		return 0, true, f.err
+	}
+	return f.n, false, f.err
+}
+
+// join makes the caller a waiter of r's download, starting one if none is
+// in flight.
+func (e *Engine) join(ctx context.Context, r store.Ref, s *Session, expect func() int64, demand bool) (*flight, bool, error) {
 	e.mu.Lock()
-	if f, ok := e.flights[r]; ok {
+	for {
+		if e.stopped {
+			e.mu.Unlock()
+			return nil, false, ErrStopped
+		}
+		f := e.flights[r]
+		if f == nil {
+			break
+		}
+		if f.waiters > 0 {
+			f.waiters++
+			if demand {
+				f.demands++
+			}
+			e.mu.Unlock()
+			return f, true, nil
+		}
+		// Abandoned and being cancelled: let it end first, so that the
+		// object is never downloaded twice at once.
 		e.mu.Unlock()
 		select {
 		case <-f.done:
-			return 0, true, f.err
 		case <-ctx.Done():
-			return 0, true, ctx.Err()
+			return nil, false, ctx.Err()
 		}
-	}
-	f := &flight{done: make(chan struct{})}
-	e.flights[r] = f
-	e.mu.Unlock()
-	defer func() {
 		e.mu.Lock()
-		delete(e.flights, r)
-		f.err = err
-		e.mu.Unlock()
-		close(f.done)
-	}()
+	}
+	fctx, cancel := context.WithCancel(e.ctx)
+	f := &flight{ref: r, done: make(chan struct{}), cancel: cancel, demand: demand, expect: expect, waiters: 1, sess: s}
 	if demand {
+		f.demands, f.sess = 1, nil
+	}
+	e.flights[r] = f
+	// Added under the mutex while not stopped, so Stop waits for it.
+	e.wg.Go(func() { e.fly(fctx, f) })
+	e.mu.Unlock()
+	return f, false, nil
+}
+
+// leave drops a waiter that gave up on f; the last one out cancels it.
+func (e *Engine) leave(f *flight, demand bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	f.waiters--
+	if demand {
+		f.demands--
+	}
+	if f.waiters == 0 {
+		f.cancel()
+	}
+}
+
+// fly runs f's download and hands the result to its waiters.
+func (e *Engine) fly(ctx context.Context, f *flight) {
+	defer f.cancel()
+	n, err := e.land(ctx, f)
+	if err != nil && e.ctx.Err() != nil {
+		err = fmt.Errorf("%w: %s: %w", ErrStopped, f.ref, err)
+	}
+	e.mu.Lock()
+	if e.flights[f.ref] == f {
+		delete(e.flights, f.ref)
+	}
+	f.n, f.err = n, err
+	e.mu.Unlock()
+	close(f.done)
+}
+
+func (e *Engine) land(ctx context.Context, f *flight) (int64, error) {
+	if f.demand {
 		select {
 		case e.demand <- struct{}{}:
 			defer func() { <-e.demand }()
 		case <-ctx.Done():
-			return 0, false, ctx.Err()
-		case <-e.ctx.Done():
-			return 0, false, ErrStopped
+			return 0, ctx.Err()
 		}
 	}
-	// The object may have landed between Has and taking the flight.
-	if e.st.Has(r) {
-		return 0, false, nil
+	// The object may have landed since the caller looked.
+	if e.st.Has(f.ref) {
+		return 0, nil
 	}
-	n, err = e.download(ctx, r, s, expect)
-	return n, false, err
+	return e.download(ctx, f)
+}
+
+// charge reserves size bytes of the byte budget of f's session for one
+// attempt and returns that session, or nil when no budget applies. While a
+// demand waits on f there is none: the build needs the object whatever the
+// plan's budget says.
+func (e *Engine) charge(f *flight, size int64) (*Session, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if f.demands > 0 {
+		f.sess = nil
+	}
+	if f.sess == nil || f.sess.reserve(f.ref, size) {
+		return f.sess, nil
+	}
+	// Decided under the mutex: a demand arriving from now on starts its own
+	// download instead of sharing this refusal.
+	if e.flights[f.ref] == f {
+		delete(e.flights, f.ref)
+	}
+	return nil, fmt.Errorf("%w: %s is %d bytes", ErrBudgetExceeded, f.ref, size)
 }
 
 // runCandidate fetches one planned pack, after its entry manifest, for s.
@@ -355,7 +471,7 @@ func (e *Engine) fetchPlanned(s *Session, c *candidate) (result, int64, error) {
 		var n int64
 		if !e.cfg.SkipEntryManifests && !e.st.Has(mref) {
 			var err error
-			if n, _, err = e.fetch(e.ctx, mref, s, nil, false); err != nil {
+			if n, _, err = e.fetch(s.ctx, mref, s, nil, false); err != nil {
 				e.log.Debug("entry manifest", "object", mref.String(), "error", err)
 			}
 		}
@@ -369,7 +485,7 @@ func (e *Engine) fetchPlanned(s *Session, c *candidate) (result, int64, error) {
 	if !e.cfg.SkipEntryManifests {
 		done := make(chan int64, 1)
 		go func() {
-			n, _, err := e.fetch(e.ctx, mref, s, nil, false)
+			n, _, err := e.fetch(s.ctx, mref, s, nil, false)
 			manifestBytes = n
 			want := int64(-1)
 			switch {
@@ -386,7 +502,7 @@ func (e *Engine) fetchPlanned(s *Session, c *candidate) (result, int64, error) {
 		// the pack's fate.
 		defer expect()
 	}
-	n, joined, err := e.fetch(e.ctx, ref, s, expect, false)
+	n, joined, err := e.fetch(s.ctx, ref, s, expect, false)
 	if expect != nil {
 		expect()
 	}
@@ -414,17 +530,17 @@ func (e *Engine) packBytes(r store.Ref) int64 {
 // maxEntryManifest bounds an entry manifest read (they are ~300 bytes).
 const maxEntryManifest = 1 << 20
 
-// download fetches one object into the store, retrying a transfer broken
-// mid-body. With a session, every attempt reserves the object's size against
-// the session's byte budget first. expect, when set, gives the size the
-// entry manifest promises. It returns the bytes received.
-func (e *Engine) download(ctx context.Context, r store.Ref, s *Session, expect func() int64) (int64, error) {
+// download fetches f's object into the store, retrying a transfer broken
+// mid-body. Every attempt reserves the object's size against the byte
+// budget that applies (see charge) first. It returns the bytes received.
+func (e *Engine) download(ctx context.Context, f *flight) (int64, error) {
+	r := f.ref
 	var total int64
 	var err error
 	for attempt := 1; attempt <= e.cfg.Attempts; attempt++ {
 		var n int64
 		var retry bool
-		n, retry, err = e.attempt(ctx, r, s, expect)
+		n, retry, err = e.attempt(ctx, f)
 		total += n
 		if err == nil || !retry || ctx.Err() != nil {
 			break
@@ -440,7 +556,8 @@ func (e *Engine) download(ctx context.Context, r store.Ref, s *Session, expect f
 	return total, err
 }
 
-func (e *Engine) attempt(ctx context.Context, r store.Ref, s *Session, expect func() int64) (n int64, retry bool, err error) {
+func (e *Engine) attempt(ctx context.Context, f *flight) (n int64, retry bool, err error) {
+	r, expect := f.ref, f.expect
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.FetchTimeout)
 	defer cancel()
 	body, obj, err := e.src.Open(ctx, r.ObjectKey(e.cfg.Prefix))
@@ -451,8 +568,9 @@ func (e *Engine) attempt(ctx context.Context, r store.Ref, s *Session, expect fu
 		return 0, true, err
 	}
 	defer body.Close()
-	if s != nil && !s.reserve(r, obj.Size) {
-		return 0, false, fmt.Errorf("%w: %s is %d bytes", ErrBudgetExceeded, r, obj.Size)
+	s, err := e.charge(f, obj.Size)
+	if err != nil {
+		return 0, false, err
 	}
 	w, err := e.st.Create(r, obj.Size, store.Meta{ETag: obj.ETag, LastModified: obj.LastModified, Encrypted: obj.Encrypted})
 	if err != nil {

@@ -26,12 +26,14 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // fakeSource is an in-memory bucket. gate, when set for a key, blocks its
-// GET until closed; breakOnce makes the first GET of a key fail mid-body.
+// GET until closed; stall does the same ignoring the GET's context (a hung
+// connection); breakOnce makes the first GET of a key fail mid-body.
 type fakeSource struct {
 	mu        sync.Mutex
 	objects   map[string][]byte
 	etags     map[string]string
 	gate      map[string]chan struct{}
+	stall     map[string]chan struct{}
 	breakOnce map[string]bool
 	opens     map[string]int
 	inflight  atomic.Int64
@@ -40,7 +42,7 @@ type fakeSource struct {
 
 func newFake() *fakeSource {
 	return &fakeSource{objects: map[string][]byte{}, etags: map[string]string{}, gate: map[string]chan struct{}{},
-		breakOnce: map[string]bool{}, opens: map[string]int{}}
+		stall: map[string]chan struct{}{}, breakOnce: map[string]bool{}, opens: map[string]int{}}
 }
 
 func (f *fakeSource) put(key string, data []byte) {
@@ -54,6 +56,7 @@ func (f *fakeSource) Open(ctx context.Context, key string) (io.ReadCloser, s3sou
 	f.opens[key]++
 	data, ok := f.objects[key]
 	gate := f.gate[key]
+	stall := f.stall[key]
 	broken := f.breakOnce[key]
 	delete(f.breakOnce, key)
 	f.mu.Unlock()
@@ -64,6 +67,9 @@ func (f *fakeSource) Open(ctx context.Context, key string) (io.ReadCloser, s3sou
 		if n <= m || f.maxSeen.CompareAndSwap(m, n) {
 			break
 		}
+	}
+	if stall != nil {
+		<-stall
 	}
 	if gate != nil {
 		select {
@@ -253,7 +259,7 @@ func TestDemandJoinsDownloadInFlight(t *testing.T) {
 	for range 3 {
 		go func() { errc <- e.Demand(context.Background(), ref) }()
 	}
-	time.Sleep(20 * time.Millisecond)
+	waitJoined(t, e, ref, 4) // the session and the three demands
 	close(gate)
 	for range 3 {
 		if err := <-errc; err != nil {

@@ -612,13 +612,21 @@ func TestMinioRestartMidPrefetch(t *testing.T) {
 			}
 		}
 	}
-	// A process reopening the directory sees the same objects.
+	// A process reopening the directory after this one sees the same
+	// objects (the directory is locked while this one runs).
+	before := r.st.Stats()
+	stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := r.Stop(stopCtx); err != nil {
+		t.Fatal(err)
+	}
+	r.st.Close()
 	st2, err := store.Open(store.Config{Dir: dir, NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st2.Close()
-	if a, b := st2.Stats(), r.st.Stats(); a.Objects != b.Objects || a.Bytes != b.Bytes {
+	if a, b := st2.Stats(), before; a.Objects != b.Objects || a.Bytes != b.Bytes {
 		t.Fatalf("reopened store %+v, running store %+v", a, b)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kache-planner/kache-planner/shared/layout"
 	"github.com/kache-planner/kache-planner/shared/wire"
 	"github.com/kache-planner/kache-planner/sidecar/internal/store"
 )
@@ -75,6 +74,12 @@ type Session struct {
 	plan    Plan
 	budget  Budget
 	started time.Time
+	// ctx ends when the session closes; until then the session waits for
+	// its downloads.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// deadline stops the session at its deadline even while it is queued.
+	deadline *time.Timer
 
 	// Guarded by the engine's mutex.
 	cands    []*candidate
@@ -114,11 +119,13 @@ func (e *Engine) Submit(plan Plan) *Session {
 	now := e.clock()
 	s := &Session{plan: plan, budget: b, started: now, lastAct: now, byRef: map[store.Ref]*candidate{}, done: make(chan struct{})}
 	for i, c := range plan.Candidates {
-		if !layout.ValidCacheKey(c.CacheKey) || !layout.ValidCrateName(c.CrateName) {
+		// Ref.Valid also refuses what kache allows and the store cannot
+		// hold (a crate named "."), so it costs no GET.
+		ref := store.Ref{Kind: store.Pack, Crate: c.CrateName, CacheKey: c.CacheKey}
+		if !ref.Valid() {
 			e.m.keys.WithLabelValues("invalid").Inc()
 			continue
 		}
-		ref := store.Ref{Kind: store.Pack, Crate: c.CrateName, CacheKey: c.CacheKey}
 		if _, dup := s.byRef[ref]; dup {
 			continue
 		}
@@ -129,10 +136,15 @@ func (e *Engine) Submit(plan Plan) *Session {
 	e.mu.Lock()
 	e.nextID++
 	s.id = fmt.Sprintf("sidecar-%d-%d", now.UnixMilli(), e.nextID)
+	s.ctx, s.cancel = context.WithCancel(e.ctx)
 	if e.stopped {
 		e.mu.Unlock()
+		s.cancel()
 		s.markDone()
 		return s
+	}
+	if b.Deadline > 0 {
+		s.deadline = time.AfterFunc(b.Deadline, func() { e.expire(s) })
 	}
 	e.sessions[s.id] = s
 	e.queue = append(e.queue, s)
@@ -150,7 +162,8 @@ func (s *Session) ID() string { return s.id }
 // PlanID is the id of the session's plan.
 func (s *Session) PlanID() string { return s.plan.ID }
 
-// Done is closed when the session has nothing left to fetch.
+// Done is closed when the session has nothing left to fetch, or at its
+// deadline once its downloads in flight finish.
 func (s *Session) Done() <-chan struct{} { return s.done }
 
 func (s *Session) markDone() { s.doneOnce.Do(func() { close(s.done) }) }
@@ -188,6 +201,17 @@ func (s *Session) nextLocked(now time.Time) *candidate {
 	}
 	s.completeLocked()
 	return nil
+}
+
+// expire stops s at its deadline wherever it is in the queue (workers see
+// a deadline only at the head); its downloads in flight still finish.
+func (e *Engine) expire(s *Session) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s.stopWhy == "" {
+		s.stopWhy = "deadline"
+	}
+	s.completeLocked()
 }
 
 // completeLocked marks the session done once nothing more will start and
@@ -395,6 +419,10 @@ func (e *Engine) closeSession(ctx context.Context, s *Session, why string) {
 	delete(e.sessions, s.id)
 	r := e.reportLocked(s, why)
 	e.mu.Unlock()
+	s.cancel()
+	if s.deadline != nil {
+		s.deadline.Stop()
+	}
 	s.markDone()
 	e.m.observe(r)
 	e.log.Info("prefetch session closed", "session", s.id, "plan_id", s.plan.ID, "reason", why,
