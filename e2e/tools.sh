@@ -40,6 +40,10 @@ for t in "${@:-etcd kube-apiserver minio helm}"; do
       minio) build_install minio github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c ;;
       helm) build_install helm helm.sh/helm/v3/cmd/helm@v3.22.0 ;;
       staticcheck) build_install staticcheck honnef.co/go/tools/cmd/staticcheck@v0.8.2 ;;
+      # mc at the version the pinned MinIO itself requires, so its modules
+      # are mostly downloaded already: a third-party S3 client for the
+      # sidecar's S3 surface tests.
+      mc) build_install mc github.com/minio/mc@v0.0.0-20250313080218-cf909e1063a9 ;;
       *) echo "unknown tool $name" >&2; exit 2 ;;
     esac
   done

@@ -1,6 +1,9 @@
-// Package s3source reads kache's S3 bucket with minio-go. It is the only
-// package that imports minio-go: central's crawler and the sidecar's planner
-// and prefetch engine see plain types.
+// Package s3source reads and writes kache's S3 bucket with minio-go. It is
+// the only package that imports minio-go: central's crawler, the sidecar's
+// planner and prefetch engine, and its S3 surface (which passes what it
+// does not answer through to the bucket) see plain types. Errors are
+// *APIError for the bucket's answers and wrap ErrUnavailable when the
+// bucket cannot be reached.
 package s3source
 
 import (
@@ -17,7 +20,8 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
-// ErrNotFound is returned for an absent object.
+// ErrNotFound matches (errors.Is) the error for an absent object: an
+// *APIError with Code NoSuchKey or NotFound.
 var ErrNotFound = errors.New("object not found")
 
 // ErrTooLarge is returned for an object over the read limit.
@@ -50,11 +54,15 @@ type Object struct {
 	Encrypted bool
 }
 
-// Bucket reads one bucket.
+// Bucket reads and writes one bucket.
 type Bucket struct {
 	c      *minio.Client
 	tr     *http.Transport
 	bucket string
+	// host and opts made c; listings make a client per call from them
+	// (see core).
+	host string
+	opts minio.Options
 }
 
 // New connects (lazily) to the bucket.
@@ -83,18 +91,19 @@ func New(cfg Config) (*Bucket, error) {
 	tr.MaxIdleConnsPerHost = cmpOr(cfg.MaxConns, 16)
 	// Packs are zstd already; asking for gzip would only cost CPU.
 	tr.DisableCompression = true
-	c, err := minio.New(host, &minio.Options{
+	opts := minio.Options{
 		Creds:        creds,
 		Secure:       secure,
 		Region:       cmpOr(cfg.Region, "us-east-1"),
 		BucketLookup: minio.BucketLookupPath,
 		Transport:    tr,
 		MaxRetries:   cmpOr(cfg.MaxRetries, 3),
-	})
+	}
+	c, err := minio.New(host, &opts)
 	if err != nil {
 		return nil, fmt.Errorf("s3source: client: %w", err)
 	}
-	return &Bucket{c: c, tr: tr, bucket: cfg.Bucket}, nil
+	return &Bucket{c: c, tr: tr, bucket: cfg.Bucket, host: host, opts: opts}, nil
 }
 
 func cmpOr[T comparable](a, b T) T {
@@ -119,7 +128,7 @@ func (b *Bucket) List(ctx context.Context, prefix string, fn func(Object) error)
 	defer cancel()
 	for o := range b.c.ListObjects(ctx, b.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
 		if o.Err != nil {
-			return fmt.Errorf("list %s: %w", prefix, o.Err)
+			return translate("list", prefix, o.Err)
 		}
 		if err := fn(Object{Key: o.Key, ETag: o.ETag, Size: o.Size, LastModified: o.LastModified}); err != nil {
 			return err
@@ -132,13 +141,13 @@ func (b *Bucket) List(ctx context.Context, prefix string, fn func(Object) error)
 func (b *Bucket) ReadAll(ctx context.Context, key string, limit int64) ([]byte, error) {
 	obj, err := b.c.GetObject(ctx, b.bucket, key, minio.GetObjectOptions{})
 	if err != nil {
-		return nil, translate(key, err)
+		return nil, translate("get", key, err)
 	}
 	defer obj.Close()
 	data, err := io.ReadAll(io.LimitReader(obj, limit+1))
 	if err != nil {
 		// GetObject is lazy: a missing key shows on the first read.
-		return nil, translate(key, err)
+		return nil, translate("get", key, err)
 	}
 	if int64(len(data)) > limit {
 		return nil, fmt.Errorf("%w: %s is over %d bytes", ErrTooLarge, key, limit)
@@ -157,7 +166,7 @@ func (b *Bucket) ReadAll(ctx context.Context, key string, limit int64) ([]byte, 
 func (b *Bucket) Open(ctx context.Context, key string) (io.ReadCloser, Object, error) {
 	body, info, _, err := minio.Core{Client: b.c}.GetObject(ctx, b.bucket, key, minio.GetObjectOptions{})
 	if err != nil {
-		return nil, Object{}, translate(key, err)
+		return nil, Object{}, translate("get", key, err)
 	}
 	return body, objectOf(info), nil
 }
@@ -166,7 +175,7 @@ func (b *Bucket) Open(ctx context.Context, key string) (io.ReadCloser, Object, e
 func (b *Bucket) Stat(ctx context.Context, key string) (Object, error) {
 	st, err := b.c.StatObject(ctx, b.bucket, key, minio.StatObjectOptions{})
 	if err != nil {
-		return Object{}, translate(key, err)
+		return Object{}, translate("head", key, err)
 	}
 	return objectOf(st), nil
 }
@@ -186,12 +195,4 @@ func encrypted(h http.Header) bool {
 		return true
 	}
 	return strings.HasPrefix(h.Get("X-Amz-Server-Side-Encryption"), "aws:kms")
-}
-
-func translate(key string, err error) error {
-	switch minio.ToErrorResponse(err).Code {
-	case "NoSuchKey", "NotFound":
-		return fmt.Errorf("%w: %s", ErrNotFound, key)
-	}
-	return fmt.Errorf("get %s: %w", key, err)
 }
