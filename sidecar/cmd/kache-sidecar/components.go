@@ -8,6 +8,8 @@ import (
 	"os"
 	"runtime"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/kache-planner/kache-planner/shared/buildinfo"
 	"github.com/kache-planner/kache-planner/shared/layout"
 	"github.com/kache-planner/kache-planner/shared/s3source"
@@ -18,6 +20,7 @@ import (
 	"github.com/kache-planner/kache-planner/sidecar/internal/planner"
 	"github.com/kache-planner/kache-planner/sidecar/internal/prefetch"
 	"github.com/kache-planner/kache-planner/sidecar/internal/runner"
+	"github.com/kache-planner/kache-planner/sidecar/internal/s3api"
 	"github.com/kache-planner/kache-planner/sidecar/internal/store"
 )
 
@@ -139,8 +142,9 @@ func newEngine(cfg config.Config, b *s3source.Bucket, st *store.Store, m *prefet
 	pc.Prefix = prefix(cfg)
 	pc.Concurrency = cfg.PrefetchConcurrency
 	pc.DemandConcurrency = demandLanes
-	// DemandObserved stays off until the S3 surface routes the build's
-	// reads through the engine: until then nothing here sees them.
+	// With the S3 surface every read of the build comes through Demand,
+	// so sessions can say what was used; without it they claim nothing.
+	pc.DemandObserved = cfg.S3Surface()
 	pc.DefaultBudget = prefetch.Budget{MaxKeys: cfg.PrefetchMaxKeys, MaxBytes: cfg.PrefetchMaxBytes, Deadline: cfg.PrefetchDeadline}
 	return prefetch.New(pc, b, st, m, rep, log.With("component", "prefetch"))
 }
@@ -148,4 +152,12 @@ func newEngine(cfg config.Config, b *s3source.Bucket, st *store.Store, m *prefet
 // planOf turns an answered plan into a prefetch session's plan.
 func planOf(intent *wire.BuildIntent, p wire.PrefetchPlan, source string) prefetch.Plan {
 	return prefetch.Plan{ID: p.PlanID, Planner: p.Planner, Source: source, Candidates: p.Candidates, Runner: intent.Runner}
+}
+
+func newS3Surface(cfg config.Config, b *s3source.Bucket, st *store.Store, e *prefetch.Engine, rep s3api.Reporter,
+	reg prometheus.Registerer, log *slog.Logger, onErr func(error)) (*s3api.Server, error) {
+	return s3api.New(s3api.Config{
+		Addr: cfg.S3Listen, AllowRemote: cfg.S3AllowRemote, Bucket: cfg.S3Bucket, Region: cfg.S3Region,
+		Prefix: prefix(cfg), AccessKey: cfg.LocalAccessKey, SecretKey: cfg.LocalSecretKey,
+	}, s3api.Deps{Upstream: b, Store: st, Engine: e, Reporter: rep, Registerer: reg, Logger: log, OnServeError: onErr})
 }

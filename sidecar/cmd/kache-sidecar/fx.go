@@ -19,6 +19,7 @@ import (
 	"github.com/kache-planner/kache-planner/sidecar/internal/planner"
 	"github.com/kache-planner/kache-planner/sidecar/internal/prefetch"
 	"github.com/kache-planner/kache-planner/sidecar/internal/runner"
+	"github.com/kache-planner/kache-planner/sidecar/internal/s3api"
 	"github.com/kache-planner/kache-planner/sidecar/internal/store"
 )
 
@@ -46,8 +47,9 @@ func opts(cfg config.Config, log *slog.Logger) fx.Option {
 			prefetch.NewMetrics,
 			fxEngine,
 			fxServer,
+			fxS3,
 		),
-		fx.Invoke(logStart, func(*api.Server) {}),
+		fx.Invoke(logStart, func(*api.Server, *s3api.Server) {}),
 	)
 }
 
@@ -65,6 +67,9 @@ func logStart(cfg config.Config, info runner.Info, log *slog.Logger) {
 	}
 	if cfg.CentralEndpoint == "" {
 		log.Warn("no --central-endpoint: plans come from hints and the bucket only")
+	}
+	if cfg.S3Bucket != "" && !cfg.S3Surface() {
+		log.Warn("no KACHE_SIDECAR_LOCAL_ACCESS_KEY/KACHE_SIDECAR_LOCAL_SECRET_KEY: the S3 surface is off, so kache reads the bucket directly and prefetched objects are not served")
 	}
 }
 
@@ -157,6 +162,25 @@ func fxServer(lc fx.Lifecycle, cfg config.Config, p *planner.Planner, e *prefetc
 		deps.Timelines = c
 	}
 	s, err := api.New(api.Config{Addr: cfg.PlannerListen, Token: cfg.Token, Version: buildinfo.Resolve(buildinfo.Version)}, deps)
+	if err != nil {
+		return nil, err
+	}
+	lc.Append(fx.StartStopHook(s.Start, s.Stop))
+	return s, nil
+}
+
+// fxS3 runs the S3 surface when there is a bucket to front and local
+// credentials to verify; it stops before the engine and the store (fx stops
+// in reverse order of construction).
+func fxS3(lc fx.Lifecycle, cfg config.Config, b *s3source.Bucket, st *store.Store, e *prefetch.Engine,
+	reg prometheus.Registerer, log *slog.Logger, sd fx.Shutdowner) (*s3api.Server, error) {
+	if !cfg.S3Surface() || b == nil || e == nil {
+		return nil, nil
+	}
+	s, err := newS3Surface(cfg, b, st, e, nil, reg, log, func(err error) {
+		log.Error("S3 surface failed", "error", err)
+		sd.Shutdown(fx.ExitCode(1))
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -27,6 +27,9 @@ var ErrHelp = flag.ErrHelp
 type Config struct {
 	PlannerListen string
 	S3Listen      string
+	// S3AllowRemote lets the S3 surface listen beyond loopback (requests
+	// are SigV4-verified either way).
+	S3AllowRemote bool
 	// Token guards the sidecar's own planner surface (needed for a
 	// non-loopback listen address).
 	Token string
@@ -126,7 +129,8 @@ func Parse(cmd string, args []string, lookupEnv func(string) (string, bool), out
 	f := &flags{fs: flag.NewFlagSet("kache-sidecar "+cmd, flag.ContinueOnError)}
 	f.fs.SetOutput(out)
 	f.str(&c.PlannerListen, "planner-listen", "KACHE_SIDECAR_PLANNER_LISTEN", "127.0.0.1:7070", "planner surface address (kache's KACHE_PLANNER_ENDPOINT points here)")
-	f.str(&c.S3Listen, "s3-listen", "KACHE_SIDECAR_S3_LISTEN", "127.0.0.1:7071", "S3 surface address (kache's KACHE_S3_ENDPOINT)")
+	f.str(&c.S3Listen, "s3-listen", "KACHE_SIDECAR_S3_LISTEN", "127.0.0.1:7071", "S3 surface address (kache's KACHE_S3_ENDPOINT); served when a bucket and the local credentials are set")
+	f.boolean(&c.S3AllowRemote, "s3-allow-remote", "KACHE_SIDECAR_S3_ALLOW_REMOTE", false, "allow a non-loopback --s3-listen")
 	f.str(&c.CentralEndpoint, "central-endpoint", "KACHE_SIDECAR_CENTRAL_ENDPOINT", "", "central kache-service URL; empty plans from hints and the bucket only")
 	var centralTokenFile, tokenFile string
 	f.str(&centralTokenFile, "central-token-file", "KACHE_SIDECAR_CENTRAL_TOKEN_FILE", "", "file holding the bearer token for central (else env KACHE_SIDECAR_CENTRAL_TOKEN)")
@@ -242,6 +246,12 @@ func (c Config) Validate() error {
 	if c.PlannerListen != "" && !IsLoopback(c.PlannerListen) && c.Token == "" {
 		errs = append(errs, fmt.Errorf("--planner-listen %q is not loopback: set KACHE_SIDECAR_TOKEN (or --token-file) to expose the planner surface", c.PlannerListen))
 	}
+	if c.S3Listen != "" && !IsLoopback(c.S3Listen) && !c.S3AllowRemote {
+		errs = append(errs, fmt.Errorf("--s3-listen %q is not loopback: set --s3-allow-remote to expose the S3 surface", c.S3Listen))
+	}
+	if (c.LocalAccessKey == "") != (c.LocalSecretKey == "") {
+		errs = append(errs, errors.New("set both KACHE_SIDECAR_LOCAL_ACCESS_KEY and KACHE_SIDECAR_LOCAL_SECRET_KEY, or neither"))
+	}
 	if c.CentralEndpoint != "" {
 		if u, err := url.Parse(c.CentralEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			errs = append(errs, fmt.Errorf("--central-endpoint %q: want an http(s) URL", c.CentralEndpoint))
@@ -273,6 +283,12 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--progress %q: want auto, always or never", c.Progress))
 	}
 	return errors.Join(errs...)
+}
+
+// S3Surface reports whether `serve` runs the S3 surface: it needs the
+// bucket it fronts and the credentials kache signs with.
+func (c Config) S3Surface() bool {
+	return c.S3Bucket != "" && c.LocalAccessKey != "" && c.LocalSecretKey != ""
 }
 
 // IsLoopback reports whether a listen address binds only loopback.
