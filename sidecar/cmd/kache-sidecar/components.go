@@ -19,6 +19,7 @@ import (
 	"github.com/kache-planner/kache-planner/sidecar/internal/config"
 	"github.com/kache-planner/kache-planner/sidecar/internal/planner"
 	"github.com/kache-planner/kache-planner/sidecar/internal/prefetch"
+	"github.com/kache-planner/kache-planner/sidecar/internal/report"
 	"github.com/kache-planner/kache-planner/sidecar/internal/runner"
 	"github.com/kache-planner/kache-planner/sidecar/internal/s3api"
 	"github.com/kache-planner/kache-planner/sidecar/internal/store"
@@ -161,3 +162,18 @@ func newS3Surface(cfg config.Config, b *s3source.Bucket, st *store.Store, e *pre
 		Prefix: prefix(cfg), AccessKey: cfg.LocalAccessKey, SecretKey: cfg.LocalSecretKey,
 	}, s3api.Deps{Upstream: b, Store: st, Engine: e, Reporter: rep, Registerer: reg, Logger: log, OnServeError: onErr})
 }
+
+func newReporter(c *central.Client, info runner.Info, reg prometheus.Registerer, log *slog.Logger) (*report.Reporter, error) {
+	var to report.Central
+	if c != nil {
+		to = c
+	}
+	rc := info.Context
+	return report.New(report.Config{Runner: &rc}, report.Deps{Central: to, Registerer: reg, Logger: log.With("component", "report")})
+}
+
+// s3Reporter hands the S3 surface the reporter's pack observer under the
+// surface's own interface.
+type s3Reporter struct{ *report.Reporter }
+
+func (a s3Reporter) Pack() s3api.PackObserver { return a.Reporter.Pack() }

@@ -18,6 +18,7 @@ import (
 	"github.com/kache-planner/kache-planner/sidecar/internal/hints"
 	"github.com/kache-planner/kache-planner/sidecar/internal/planner"
 	"github.com/kache-planner/kache-planner/sidecar/internal/prefetch"
+	"github.com/kache-planner/kache-planner/sidecar/internal/report"
 	"github.com/kache-planner/kache-planner/sidecar/internal/runner"
 	"github.com/kache-planner/kache-planner/sidecar/internal/s3api"
 	"github.com/kache-planner/kache-planner/sidecar/internal/store"
@@ -47,6 +48,7 @@ func opts(cfg config.Config, log *slog.Logger) fx.Option {
 			prefetch.NewMetrics,
 			fxEngine,
 			fxServer,
+			fxReporter,
 			fxS3,
 		),
 		fx.Invoke(logStart, func(*api.Server, *s3api.Server) {}),
@@ -173,11 +175,11 @@ func fxServer(lc fx.Lifecycle, cfg config.Config, p *planner.Planner, e *prefetc
 // credentials to verify; it stops before the engine and the store (fx stops
 // in reverse order of construction).
 func fxS3(lc fx.Lifecycle, cfg config.Config, b *s3source.Bucket, st *store.Store, e *prefetch.Engine,
-	reg prometheus.Registerer, log *slog.Logger, sd fx.Shutdowner) (*s3api.Server, error) {
+	rep *report.Reporter, reg prometheus.Registerer, log *slog.Logger, sd fx.Shutdowner) (*s3api.Server, error) {
 	if !cfg.S3Surface() || b == nil || e == nil {
 		return nil, nil
 	}
-	s, err := newS3Surface(cfg, b, st, e, nil, reg, log, func(err error) {
+	s, err := newS3Surface(cfg, b, st, e, s3Reporter{rep}, reg, log, func(err error) {
 		log.Error("S3 surface failed", "error", err)
 		sd.Shutdown(fx.ExitCode(1))
 	})
@@ -186,4 +188,19 @@ func fxS3(lc fx.Lifecycle, cfg config.Config, b *s3source.Bucket, st *store.Stor
 	}
 	lc.Append(fx.StartStopHook(s.Start, s.Stop))
 	return s, nil
+}
+
+// fxReporter sends what the S3 surface sees to central; it stops after the
+// surface (fx stops in reverse order), so the last uploads are still sent.
+func fxReporter(lc fx.Lifecycle, cfg config.Config, c *central.Client, info runner.Info, reg prometheus.Registerer,
+	log *slog.Logger) (*report.Reporter, error) {
+	if !cfg.S3Surface() {
+		return nil, nil
+	}
+	r, err := newReporter(c, info, reg, log)
+	if err != nil {
+		return nil, err
+	}
+	lc.Append(fx.StartStopHook(r.Start, r.Stop))
+	return r, nil
 }

@@ -1,5 +1,6 @@
 // Package central is the sidecar's client of the central planner: plan
-// requests carrying the sidecar's runner context, and build-timeline uploads.
+// requests carrying the sidecar's runner context, and build-timeline and
+// build-manifest uploads.
 package central
 
 import (
@@ -58,8 +59,8 @@ type Config struct {
 	// PlanTimeout bounds one plan request on top of the caller's context.
 	// Default 2 s; the sidecar's planner passes a much shorter context.
 	PlanTimeout time.Duration
-	// TimelineTimeout bounds one timeline upload. Default 30 s, kache's
-	// floor for timelines.
+	// TimelineTimeout bounds one timeline or manifest upload. Default 30 s,
+	// kache's floor for timelines.
 	TimelineTimeout time.Duration
 	// MaxResponseBytes bounds a response body. Default 16 MiB.
 	MaxResponseBytes int64
@@ -94,6 +95,7 @@ type Client struct {
 	cfg         Config
 	planURL     string
 	timelineURL string
+	manifestURL string
 	auth        string
 	http        *http.Client
 	enc         *zstd.Encoder
@@ -138,6 +140,7 @@ func New(cfg Config, logger *slog.Logger) (*Client, error) {
 		cfg:         cfg,
 		planURL:     planURL,
 		timelineURL: timelineURL,
+		manifestURL: ManifestURL(cfg.Endpoint),
 		http:        &http.Client{Transport: tr},
 		enc:         enc,
 		log:         logger.With("component", "central_client"),
@@ -163,6 +166,12 @@ func PlanURL(endpoint string) string {
 		return e
 	}
 	return e + "/v2/prefetch-plan"
+}
+
+// ManifestURL is central's manifest route on the same base as TimelineURL:
+// {base}/v1/manifests.
+func ManifestURL(endpoint string) string {
+	return strings.TrimSuffix(TimelineURL(endpoint), "/v1/build-timelines") + "/v1/manifests"
 }
 
 // TimelineURL derives the timeline route as kache does (section 7): strip a
@@ -212,6 +221,28 @@ func (c *Client) PostTimeline(ctx context.Context, t *wire.BuildTimeline) (wire.
 	var out wire.TimelineStored
 	if err := json.Unmarshal(raw, &out); err != nil {
 		return wire.TimelineStored{}, fmt.Errorf("decode timeline answer: %w", err)
+	}
+	return out, nil
+}
+
+// PostManifest posts one build manifest as JSON to central's
+// POST /v1/manifests (on the endpoint's base, as for timelines) and returns
+// what central stored. It is bounded by TimelineTimeout, the client's
+// timeout for uploads.
+func (c *Client) PostManifest(ctx context.Context, m *wire.BuildManifest) (wire.IngestResult, error) {
+	body, err := json.Marshal(m)
+	if err != nil {
+		return wire.IngestResult{}, fmt.Errorf("encode manifest: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.TimelineTimeout)
+	defer cancel()
+	raw, err := c.post(ctx, c.manifestURL, body, "")
+	if err != nil {
+		return wire.IngestResult{}, fmt.Errorf("post manifest: %w", err)
+	}
+	var out wire.IngestResult
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return wire.IngestResult{}, fmt.Errorf("decode manifest answer: %w", err)
 	}
 	return out, nil
 }

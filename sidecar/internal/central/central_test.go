@@ -277,3 +277,79 @@ func TestRelayTimeline(t *testing.T) {
 		}
 	})
 }
+
+func TestPostManifest(t *testing.T) {
+	ns := "ci/linux"
+	m := &wire.BuildManifest{Version: 3, Created: "2026-01-01T00:00:00Z", ManifestKey: "x86_64-unknown-linux-gnu",
+		Entries:   []wire.ManifestEntry{{CacheKey: key64, CrateName: "syn", CompileTimeMs: 900, ArtifactSize: 4096}},
+		Namespace: &ns, Target: "x86_64-unknown-linux-gnu", Profile: "release", Runner: &wire.RunnerContext{Repository: "acme/app"}}
+	tests := []struct {
+		name     string
+		endpoint string // appended to the server's URL
+		status   int
+		answer   string
+		delay    time.Duration
+		wantPath string
+		want     wire.IngestResult
+		wantErr  error
+		wantMsg  string
+	}{
+		{name: "stored", status: 200, answer: `{"stored":1,"new":1}`, wantPath: "/v1/manifests", want: wire.IngestResult{Stored: 1, New: 1}},
+		{name: "plan URL endpoint keeps its base", endpoint: "/base/v2/prefetch-plan/", status: 200, answer: `{"stored":1,"new":0}`,
+			wantPath: "/base/v1/manifests", want: wire.IngestResult{Stored: 1}},
+		{name: "rejected", status: 400, answer: `{"error":"manifest rejected: 1 invalid entries"}`, wantPath: "/v1/manifests",
+			wantErr: ErrStatus, wantMsg: "manifest rejected: 1 invalid entries"},
+		{name: "not ready", status: 503, answer: `{"error":"this replica is not storing manifests"}`, wantPath: "/v1/manifests", wantErr: ErrStatus},
+		{name: "answer not JSON", status: 200, answer: `<html>`, wantPath: "/v1/manifests", wantErr: errAny},
+		{name: "slow", status: 200, answer: `{}`, delay: time.Second, wantPath: "/v1/manifests", wantErr: context.DeadlineExceeded},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, got := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+				if tt.delay > 0 {
+					select {
+					case <-time.After(tt.delay):
+					case <-r.Context().Done():
+						return
+					}
+				}
+				w.WriteHeader(tt.status)
+				io.WriteString(w, tt.answer)
+			})
+			c := newClient(t, Config{Endpoint: srv.URL + tt.endpoint, Token: "tok", TimelineTimeout: 100 * time.Millisecond})
+			out, err := c.PostManifest(context.Background(), m)
+			if !matches(err, tt.wantErr) {
+				t.Fatalf("PostManifest error = %v, want %v", err, tt.wantErr)
+			}
+			var se *StatusError
+			if tt.wantMsg != "" && (!errors.As(err, &se) || se.Message != tt.wantMsg) {
+				t.Errorf("error = %v, want message %q", err, tt.wantMsg)
+			}
+			if out != tt.want {
+				t.Errorf("result = %+v, want %+v", out, tt.want)
+			}
+			req := <-got
+			if req.path != tt.wantPath || req.ctype != "application/json" || req.encoding != "" || req.auth != "Bearer tok" {
+				t.Errorf("request %q type %q encoding %q auth %q", req.path, req.ctype, req.encoding, req.auth)
+			}
+			var back wire.BuildManifest
+			if err := json.Unmarshal(req.body, &back); err != nil {
+				t.Fatalf("body is not a manifest: %v", err)
+			}
+			if back.ManifestKey != m.ManifestKey || len(back.Entries) != 1 || back.Entries[0] != m.Entries[0] ||
+				back.Namespace == nil || *back.Namespace != ns || back.Profile != "release" || back.Runner == nil || back.Runner.Repository != "acme/app" {
+				t.Errorf("central got %s", req.body)
+			}
+		})
+	}
+}
+
+// errAny stands for any error in a table.
+var errAny = errors.New("any error")
+
+func matches(err, want error) bool {
+	if want == errAny {
+		return err != nil
+	}
+	return errors.Is(err, want)
+}
