@@ -27,6 +27,7 @@ import (
 	"github.com/kache-planner/kache-planner/central/internal/readiness"
 	"github.com/kache-planner/kache-planner/central/internal/store"
 	"github.com/kache-planner/kache-planner/shared/buildinfo"
+	"github.com/kache-planner/kache-planner/shared/httpserve"
 	"github.com/kache-planner/kache-planner/shared/s3source"
 )
 
@@ -114,7 +115,7 @@ func newPlanner(st *store.Store, cfg config.Config) *planner.Planner {
 }
 
 func newServer(cfg config.Config, p *planner.Planner, ing *ingest.Service, ready *readiness.Flag,
-	m *metrics.Metrics, g prometheus.Gatherer, log *slog.Logger) (*api.Server, error) {
+	m *metrics.Metrics, reg prometheus.Registerer, g prometheus.Gatherer, log *slog.Logger) (*api.Server, error) {
 	return api.New(api.Config{
 		Addr:             cfg.Bind,
 		Token:            cfg.Token,
@@ -123,10 +124,15 @@ func newServer(cfg config.Config, p *planner.Planner, ing *ingest.Service, ready
 		MaxManifestBytes: cfg.MaxManifestBytes,
 		MaxTimelineBytes: cfg.TimelineMaxCompressedBytes,
 		PlanCacheBytes:   cfg.PlanCacheMB << 20,
-		ReadTimeout:      cfg.ReadTimeout,
-		WriteTimeout:     cfg.WriteTimeout,
-		IdleTimeout:      cfg.IdleTimeout,
-	}, api.Deps{Planner: p, Ingester: ing, Ready: ready, Metrics: m, Gatherer: g, Logger: log.With("component", "api")})
+		Limits: httpserve.Limits{
+			HeaderTimeout:        cfg.HeaderTimeout,
+			BodyTimeout:          cfg.ReadTimeout,
+			WriteTimeout:         cfg.WriteTimeout,
+			IdleTimeout:          cfg.IdleTimeout,
+			MaxConns:             cfg.MaxConns,
+			MaxInflightBodyBytes: int64(cfg.MaxInflightBodyMB) << 20,
+		},
+	}, api.Deps{Planner: p, Ingester: ing, Ready: ready, Metrics: m, Registerer: reg, Gatherer: g, Logger: log.With("component", "api")})
 }
 
 // start orders startup as kache's non-HA serve() does: database open and seed

@@ -4,7 +4,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/kache-planner/kache-planner/central/internal/config"
 	"github.com/kache-planner/kache-planner/shared/buildinfo"
+	"github.com/kache-planner/kache-planner/shared/lifecycle"
 )
 
 func main() {
@@ -55,26 +55,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer signal.Stop(sigs)
 
 	app := fx.New(opts(cfg, log))
-	startCtx, cancel := context.WithTimeout(context.Background(), app.StartTimeout())
-	defer cancel()
-	if err := app.Start(startCtx); err != nil {
-		log.Error("start", "error", err)
-		return 1
-	}
-	code := 0
-	select {
-	case sig := <-sigs:
-		log.Info("stopping", "signal", sig.String())
-	case s := <-app.Wait():
-		code = s.ExitCode
-	}
-	stopCtx, cancelStop := context.WithTimeout(context.Background(), app.StopTimeout())
-	defer cancelStop()
-	if err := app.Stop(stopCtx); err != nil {
-		log.Error("stop", "error", err)
-		return 1
-	}
-	return code
+	return lifecycle.Run(lifecycle.App[fx.ShutdownSignal]{
+		Start: app.Start, Stop: app.Stop,
+		Wait: app.Wait(), ExitCode: func(s fx.ShutdownSignal) int { return s.ExitCode },
+		StartTimeout: app.StartTimeout(), StopTimeout: app.StopTimeout(),
+	}, sigs, log)
 }
 
 const cgroupMemoryMax = "/sys/fs/cgroup/memory.max"

@@ -1,8 +1,8 @@
 package api
 
 import (
-	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -21,6 +21,8 @@ import (
 	"github.com/kache-planner/kache-planner/central/internal/planner"
 	"github.com/kache-planner/kache-planner/central/internal/readiness"
 	"github.com/kache-planner/kache-planner/central/internal/store"
+	"github.com/kache-planner/kache-planner/shared/httpserve"
+	"github.com/kache-planner/kache-planner/shared/httpserve/httpservetest"
 	"github.com/kache-planner/kache-planner/shared/wire"
 )
 
@@ -55,11 +57,11 @@ func newHarness(t testing.TB, opts ...option) *harness {
 	ready := readiness.New(m.SetReady)
 	ready.Set(true)
 	cfg := Config{Version: "0.15.0-rc.2", PlanCacheBytes: 1 << 20, MaxBodyBytes: 64 << 10, MaxManifestBytes: 256 << 10, MaxTimelineBytes: 32 << 10,
-		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: 5 * time.Second}
+		Limits: httpserve.Limits{BodyTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: 5 * time.Second}}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	srv, err := New(cfg, Deps{Planner: planner.New(st, planner.Config{}), Ingester: ing, Ready: ready, Metrics: m, Gatherer: reg})
+	srv, err := New(cfg, Deps{Planner: planner.New(st, planner.Config{}), Ingester: ing, Ready: ready, Metrics: m, Registerer: reg, Gatherer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +72,11 @@ func newHarness(t testing.TB, opts ...option) *harness {
 		_ = srv.Serve(ln)
 	}()
 	t.Cleanup(func() {
-		_ = srv.srv.Shutdown()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Stop(ctx); err != nil {
+			t.Error(err)
+		}
 		ln.Close()
 		<-done
 		ing.Close()
@@ -265,22 +271,46 @@ func TestBadRequests(t *testing.T) {
 	}
 }
 
-// A body over the server-wide limit is refused from its Content-Length,
-// before it is read, with the same JSON error.
-func TestBodyOverServerLimit(t *testing.T) {
-	h := newHarness(t)
-	conn, err := h.dial()
-	if err != nil {
-		t.Fatal(err)
+// A body the route may not read is refused from the headers alone, before
+// any of it is read: the clients below send headers and at most one body
+// byte, so an answer that waited for the body would never come. The answer
+// is the route's JSON error, and the connection is closed after it.
+func TestRefusedBeforeTheBody(t *testing.T) {
+	tests := []struct {
+		name   string
+		path   string
+		length int
+		auth   string
+		status int
+		errMsg string
+		reason string
+	}{
+		{name: "plan over its limit", path: "/v2/prefetch-plan", length: 15 << 20, auth: "Bearer tok", status: 413,
+			errMsg: "request body too large: 15728640 bytes over the 65536-byte limit", reason: "too_large"},
+		{name: "manifest over its limit", path: "/v1/manifests", length: 300 << 10, auth: "Bearer tok", status: 413, reason: "too_large"},
+		{name: "no token", path: "/v1/manifests", length: 200 << 10, status: 401,
+			errMsg: "unauthorized: missing bearer token", reason: "unauthorized"},
+		{name: "wrong token", path: "/v2/prefetch-plan", length: 15 << 20, auth: "Bearer nope", status: 401,
+			errMsg: "unauthorized: invalid bearer token", reason: "unauthorized"},
+		{name: "timeline without credentials", path: "/v1/build-timelines", length: 1 << 20, status: 401,
+			errMsg: "unauthorized: build timelines need the service's credentials", reason: "unauthorized"},
 	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "POST /v1/manifests HTTP/1.1\r\nHost: planner\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{", 300<<10)
-	var resp fasthttp.Response
-	if err := resp.Read(bufio.NewReader(conn)); err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode() != 413 || !json.Valid(resp.Body()) {
-		t.Fatalf("%d %s", resp.StatusCode(), resp.Body())
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, withToken("tok"))
+			hdr := []string{"Content-Type", "application/json", "Content-Encoding", "zstd"}
+			if tt.auth != "" {
+				hdr = append(hdr, "Authorization", tt.auth)
+			}
+			msg := httpservetest.Refused(t, h.dial, tt.path, tt.length, tt.status, hdr...)
+			if tt.errMsg != "" && msg != tt.errMsg {
+				t.Errorf("error %q, want %q", msg, tt.errMsg)
+			}
+			line := fmt.Sprintf(`kache_planner_http_requests_refused_total{reason=%q} 1`, tt.reason)
+			if r := h.do("GET", "/metrics", nil); !bytes.Contains(r.body, []byte(line)) {
+				t.Errorf("metrics lack %s", line)
+			}
+		})
 	}
 }
 

@@ -9,9 +9,11 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/kache-planner/kache-planner/central/internal/planner"
+	"github.com/kache-planner/kache-planner/central/internal/store"
 	"github.com/kache-planner/kache-planner/shared/bearer"
 	"github.com/kache-planner/kache-planner/shared/bufpool"
 	"github.com/kache-planner/kache-planner/shared/exposition"
+	"github.com/kache-planner/kache-planner/shared/httpserve"
 	"github.com/kache-planner/kache-planner/shared/reqbody"
 	"github.com/kache-planner/kache-planner/shared/wire"
 )
@@ -21,7 +23,7 @@ func (s *Server) health() wire.Health {
 }
 
 func (s *Server) healthz(ctx *fasthttp.RequestCtx) {
-	writeJSON(ctx, fasthttp.StatusOK, s.health())
+	httpserve.WriteJSON(ctx, fasthttp.StatusOK, s.health())
 }
 
 // readyz answers 503 with an empty body while not ready, as kache does.
@@ -30,7 +32,7 @@ func (s *Server) readyz(ctx *fasthttp.RequestCtx) {
 		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
 		return
 	}
-	writeJSON(ctx, fasthttp.StatusOK, s.health())
+	httpserve.WriteJSON(ctx, fasthttp.StatusOK, s.health())
 }
 
 func (s *Server) metrics(ctx *fasthttp.RequestCtx) {
@@ -71,15 +73,23 @@ func (s *Server) plan(ctx *fasthttp.RequestCtx) {
 		s.deps.Metrics.ObservePlan(string(planner.OutcomeUnauthorized), time.Since(start), 0)
 		return
 	}
-	body := ctx.PostBody()
-	if err := reqbody.CheckJSON(ctx.Request.Header.ContentType(), body, s.cfg.MaxBodyBytes); err != nil {
+	if err := checkJSONType(ctx); err != nil {
 		s.fail(ctx, err, "")
 		return
 	}
+	err := s.http.ReadBody(ctx, func(body []byte) error { return s.answerPlan(ctx, start, body) })
+	if err != nil {
+		s.fail(ctx, err, "encode plan")
+	}
+}
+
+// answerPlan answers a plan request from its body, which is only valid
+// during the call.
+func (s *Server) answerPlan(ctx *fasthttp.RequestCtx, start time.Time, body []byte) error {
 	if !s.deps.Ready.Ready() {
 		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
 		s.deps.Metrics.ObservePlan(string(planner.OutcomeNotReady), time.Since(start), 0)
-		return
+		return nil
 	}
 	gen := s.deps.Planner.Generation()
 	if hit, ok := s.plans.get(body, gen); ok {
@@ -87,12 +97,11 @@ func (s *Server) plan(ctx *fasthttp.RequestCtx) {
 		head := wire.PrefetchPlan{PlanID: planID(start), Planner: s.deps.Planner.Name(), Disposition: hit.disposition}
 		s.writePlan(ctx, &head, hit.tail)
 		s.deps.Metrics.ObservePlan(string(hit.outcome), time.Since(start), hit.candidates)
-		return
+		return nil
 	}
 	var intent wire.BuildIntent
 	if err := reqbody.Unmarshal(body, &intent); err != nil {
-		s.fail(ctx, err, "")
-		return
+		return err
 	}
 	s.deps.Metrics.ObservePlanCache(false)
 	plan, outcome, err := s.deps.Planner.Plan(&intent)
@@ -103,8 +112,7 @@ func (s *Server) plan(ctx *fasthttp.RequestCtx) {
 	defer bufpool.Put(buf)
 	tail, err := plan.AppendTail((*buf)[:0])
 	if err != nil {
-		s.fail(ctx, err, "encode plan")
-		return
+		return fmt.Errorf("encode plan: %w", err)
 	}
 	*buf = tail
 	s.writePlan(ctx, &plan, tail)
@@ -113,6 +121,7 @@ func (s *Server) plan(ctx *fasthttp.RequestCtx) {
 			candidates: len(plan.Candidates), tail: bytes.Clone(tail)})
 	}
 	s.deps.Metrics.ObservePlan(string(outcome), time.Since(start), len(plan.Candidates))
+	return nil
 }
 
 // writePlan writes a plan's head and an encoded tail into fasthttp's own
@@ -149,7 +158,7 @@ func (s *Server) manifests(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	var m wire.BuildManifest
-	if err := decodeJSON(ctx, s.cfg.MaxManifestBytes, &m); err != nil {
+	if err := s.decodeJSON(ctx, &m); err != nil {
 		s.deps.Metrics.ObserveManifest(ingestOutcome(err), 0)
 		s.fail(ctx, err, "")
 		return
@@ -161,7 +170,7 @@ func (s *Server) manifests(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	s.deps.Metrics.ObserveManifest("inserted", res.Stored)
-	writeJSON(ctx, fasthttp.StatusOK, res)
+	httpserve.WriteJSON(ctx, fasthttp.StatusOK, res)
 }
 
 // timelines serves POST /v1/build-timelines (kache-protocol.md 7).
@@ -175,20 +184,24 @@ func (s *Server) timelines(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, fmt.Errorf("%w: this service is not currently storing build timelines", errNotReady), "")
 		return
 	}
-	body := ctx.PostBody()
-	if err := reqbody.CheckZstd(ctx.Request.Header.Peek(fasthttp.HeaderContentEncoding), body, s.cfg.MaxTimelineBytes); err != nil {
+	if err := reqbody.CheckZstd(ctx.Request.Header.Peek(fasthttp.HeaderContentEncoding), nil, 0); err != nil {
 		s.deps.Metrics.ObserveTimeline(ingestOutcome(err))
 		s.fail(ctx, err, "")
 		return
 	}
-	out, err := s.deps.Ingester.IngestTimeline(body)
+	var out store.TimelineOutcome
+	err := s.http.ReadBody(ctx, func(body []byte) error {
+		var err error
+		out, err = s.deps.Ingester.IngestTimeline(body)
+		return err
+	})
 	if err != nil {
 		s.deps.Metrics.ObserveTimeline(ingestOutcome(err))
 		s.fail(ctx, err, "storing the build timeline failed")
 		return
 	}
 	s.deps.Metrics.ObserveTimeline(string(out))
-	writeJSON(ctx, fasthttp.StatusOK, wire.TimelineStored{Stored: string(out)})
+	httpserve.WriteJSON(ctx, fasthttp.StatusOK, wire.TimelineStored{Stored: string(out)})
 }
 
 // ingestOutcome labels a failed ingest for metrics.
@@ -198,6 +211,10 @@ func ingestOutcome(err error) string {
 		return "too_large"
 	case fasthttp.StatusUnsupportedMediaType:
 		return "unsupported_encoding"
+	case fasthttp.StatusServiceUnavailable:
+		return "overloaded"
+	case fasthttp.StatusRequestTimeout:
+		return "timed_out"
 	case fasthttp.StatusInternalServerError:
 		return "store_error"
 	default:

@@ -1,32 +1,22 @@
 package api
 
 import (
-	"github.com/fasthttp/router"
 	"github.com/valyala/fasthttp"
+
+	"github.com/kache-planner/kache-planner/shared/httpserve"
 )
 
-// routes registers every route of central in one place.
-func (s *Server) routes() *router.Router {
-	r := router.New()
-	r.RedirectTrailingSlash = false
-	r.RedirectFixedPath = false
-	r.HandleMethodNotAllowed = true
-	r.HandleOPTIONS = false
-
-	r.GET("/healthz", s.healthz)
-	r.GET("/readyz", s.readyz)
-	r.GET("/metrics", s.metrics)
-	r.POST("/v1/prefetch-plan", s.plan)
-	r.POST("/v2/prefetch-plan", s.plan)
-	r.POST("/v1/manifests", s.manifests)
-	r.POST("/v1/build-timelines", s.timelines)
-
-	r.NotFound = func(ctx *fasthttp.RequestCtx) {
-		writeError(ctx, fasthttp.StatusNotFound, "no route for "+string(ctx.Path()))
+// routes lists every route of central in one place, with the body each may
+// read and whether it needs the bearer token.
+func (s *Server) routes() []httpserve.Route {
+	const get, post = fasthttp.MethodGet, fasthttp.MethodPost
+	return []httpserve.Route{
+		httpserve.Open(get, "/healthz", s.healthz),
+		httpserve.Open(get, "/readyz", s.readyz),
+		httpserve.Open(get, "/metrics", s.metrics),
+		httpserve.Guarded(post, "/v1/prefetch-plan", s.plan, s.cfg.MaxBodyBytes),
+		httpserve.Guarded(post, "/v2/prefetch-plan", s.plan, s.cfg.MaxBodyBytes),
+		httpserve.Guarded(post, "/v1/manifests", s.manifests, s.cfg.MaxManifestBytes),
+		httpserve.Guarded(post, "/v1/build-timelines", s.timelines, s.cfg.MaxTimelineBytes),
 	}
-	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) {
-		writeError(ctx, fasthttp.StatusMethodNotAllowed, "method "+string(ctx.Method())+" not allowed on "+string(ctx.Path()))
-	}
-	r.PanicHandler = s.panicked
-	return r
 }

@@ -1,6 +1,7 @@
 // Package api is central's HTTP surface on fasthttp: kache's plan, health and
 // metrics routes plus the ingest routes. It is the only central package that
-// imports fasthttp.
+// imports fasthttp; serving, routing and the request limits are
+// shared/httpserve's.
 package api
 
 import (
@@ -9,16 +10,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sync"
-	"time"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/valyala/fasthttp"
 
 	"github.com/kache-planner/kache-planner/central/internal/metrics"
 	"github.com/kache-planner/kache-planner/central/internal/planner"
 	"github.com/kache-planner/kache-planner/central/internal/store"
 	"github.com/kache-planner/kache-planner/shared/bearer"
+	"github.com/kache-planner/kache-planner/shared/httpserve"
 	"github.com/kache-planner/kache-planner/shared/wire"
 )
 
@@ -35,9 +35,9 @@ type Config struct {
 	MaxTimelineBytes int
 	// PlanCacheBytes bounds the cache of encoded plans; 0 disables it.
 	PlanCacheBytes int
-	ReadTimeout    time.Duration
-	WriteTimeout   time.Duration
-	IdleTimeout    time.Duration
+	// Limits bound what the server holds for its clients; zero fields take
+	// httpserve's defaults.
+	Limits httpserve.Limits
 }
 
 // Planner answers plan requests.
@@ -65,8 +65,10 @@ type Deps struct {
 	Ingester Ingester
 	Ready    Readiness
 	Metrics  *metrics.Metrics
-	Gatherer prometheus.Gatherer
-	Logger   *slog.Logger
+	// Registerer takes the HTTP layer's own metrics; Gatherer serves /metrics.
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+	Logger     *slog.Logger
 }
 
 // Server is central's HTTP server.
@@ -76,11 +78,9 @@ type Server struct {
 	log   *slog.Logger
 	auth  bearer.Checker
 	plans *planCache
-	srv   *fasthttp.Server
+	http  *httpserve.Server
 
-	mu   sync.Mutex
-	ln   net.Listener
-	done chan struct{}
+	onError atomic.Pointer[func(error)]
 }
 
 // New builds the server; Start binds it.
@@ -92,76 +92,46 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		deps.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, deps: deps, log: deps.Logger, auth: bearer.New(cfg.Token), plans: newPlanCache(cfg.PlanCacheBytes)}
-	s.srv = &fasthttp.Server{
-		Handler:            s.routes().Handler,
-		Name:               "kache-service",
-		ReadTimeout:        cfg.ReadTimeout,
-		WriteTimeout:       cfg.WriteTimeout,
-		IdleTimeout:        cfg.IdleTimeout,
-		MaxRequestBodySize: max(cfg.MaxBodyBytes, cfg.MaxManifestBytes, cfg.MaxTimelineBytes),
-		CloseOnShutdown:    true,
-		ErrorHandler:       s.transportError,
-		Logger:             slogPrinter{s.log},
+	h, err := httpserve.New(httpserve.Config{
+		Name:      "kache-service",
+		Addr:      cfg.Addr,
+		Namespace: "kache_planner",
+		Limits:    cfg.Limits,
+	}, httpserve.Deps{
+		Routes:     s.routes(),
+		Authorized: httpserve.Bearer(s.auth),
+		Registerer: deps.Registerer,
+		Logger:     s.log,
+		OnServeError: func(err error) {
+			if f := s.onError.Load(); f != nil {
+				(*f)(err)
+			}
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create server: %w", err)
 	}
+	s.http = h
 	return s, nil
 }
 
 // Serve serves on ln until Stop; tests hand it an in-memory listener.
 func (s *Server) Serve(ln net.Listener) error {
-	return s.srv.Serve(ln)
+	return s.http.Serve(ln)
 }
 
 // Start binds the listener and serves in a goroutine owned by the server.
 // onError is called if serving fails after start.
-func (s *Server) Start(_ context.Context, onError func(error)) error {
-	ln, err := net.Listen("tcp", s.cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
+func (s *Server) Start(ctx context.Context, onError func(error)) error {
+	if onError != nil {
+		s.onError.Store(&onError)
 	}
-	s.mu.Lock()
-	s.ln, s.done = ln, make(chan struct{})
-	s.mu.Unlock()
-	s.log.Info("listening", "addr", ln.Addr().String())
-	go func() {
-		defer close(s.done)
-		if err := s.srv.Serve(ln); err != nil && onError != nil {
-			onError(fmt.Errorf("serve http: %w", err))
-		}
-	}()
-	return nil
+	return s.http.Start(ctx)
 }
 
 // Addr is the bound address (after Start).
-func (s *Server) Addr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ln == nil {
-		return ""
-	}
-	return s.ln.Addr().String()
-}
+func (s *Server) Addr() string { return s.http.Addr() }
 
-// Stop shuts down gracefully within ctx and waits for the serve goroutine.
-func (s *Server) Stop(ctx context.Context) error {
-	err := s.srv.ShutdownWithContext(ctx)
-	s.mu.Lock()
-	done := s.done
-	s.mu.Unlock()
-	if done != nil {
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return fmt.Errorf("stop http server: %w", ctx.Err())
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("stop http server: %w", err)
-	}
-	return nil
-}
-
-type slogPrinter struct{ l *slog.Logger }
-
-func (p slogPrinter) Printf(format string, args ...any) {
-	p.l.Debug(fmt.Sprintf(format, args...), "component", "fasthttp")
-}
+// Stop shuts down within ctx: requests being handled finish, stalled and
+// idle connections are closed (httpserve.Server.Stop).
+func (s *Server) Stop(ctx context.Context) error { return s.http.Stop(ctx) }

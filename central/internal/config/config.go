@@ -41,10 +41,17 @@ type Config struct {
 	DBCacheMB                  int
 	ListCacheMB                int
 	PlanCacheMB                int
-	ReadTimeout                time.Duration
-	WriteTimeout               time.Duration
-	IdleTimeout                time.Duration
-	ShutdownTimeout            time.Duration
+	// HeaderTimeout bounds a request's headers; ReadTimeout its body, from
+	// the end of its headers.
+	HeaderTimeout   time.Duration
+	ReadTimeout     time.Duration
+	WriteTimeout    time.Duration
+	IdleTimeout     time.Duration
+	ShutdownTimeout time.Duration
+	// MaxConns caps open HTTP connections; MaxInflightBodyMB bounds the
+	// request bodies held in memory at once.
+	MaxConns          int
+	MaxInflightBodyMB int
 
 	// S3 is the bucket central crawls; empty Bucket means none.
 	S3Bucket        string
@@ -107,9 +114,12 @@ func Parse(args []string, lookupEnv func(string) (string, bool), out io.Writer) 
 	integer(&c.DBCacheMB, "db-cache-mb", "KACHE_PLANNER_DB_CACHE_MB", 8, "database block cache")
 	integer(&c.ListCacheMB, "list-cache-mb", "KACHE_PLANNER_LIST_CACHE_MB", 16, "decoded crate and dep lists kept in memory")
 	integer(&c.PlanCacheMB, "plan-cache-mb", "KACHE_PLANNER_PLAN_CACHE_MB", 8, "encoded plans kept for repeated intents until the next write; 0 disables")
-	dur(&c.ReadTimeout, "read-timeout", "KACHE_PLANNER_READ_TIMEOUT", 30*time.Second, "HTTP read timeout")
+	dur(&c.HeaderTimeout, "header-timeout", "KACHE_PLANNER_HEADER_TIMEOUT", 10*time.Second, "HTTP request headers must arrive within this, from the connection's open or the request's first byte")
+	dur(&c.ReadTimeout, "read-timeout", "KACHE_PLANNER_READ_TIMEOUT", 30*time.Second, "HTTP request body must arrive within this, from the end of its headers")
 	dur(&c.WriteTimeout, "write-timeout", "KACHE_PLANNER_WRITE_TIMEOUT", 30*time.Second, "HTTP write timeout")
 	dur(&c.IdleTimeout, "idle-timeout", "KACHE_PLANNER_IDLE_TIMEOUT", 90*time.Second, "HTTP keep-alive idle timeout")
+	integer(&c.MaxConns, "max-conns", "KACHE_PLANNER_MAX_CONNS", 1024, "open HTTP connections; one more is answered 503 and closed")
+	integer(&c.MaxInflightBodyMB, "max-inflight-body-mb", "KACHE_PLANNER_MAX_INFLIGHT_BODY_MB", 48, "request bodies held in memory at once, all requests together; a body that does not fit is answered 503 with Retry-After (at least the largest body limit)")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", "KACHE_PLANNER_SHUTDOWN_TIMEOUT", 20*time.Second, "graceful shutdown budget (below the chart's terminationGracePeriodSeconds)")
 	str(&c.S3Bucket, "s3-bucket", "KACHE_PLANNER_S3_BUCKET", "", "kache's bucket: crawl its _manifests/ and v3/manifests/ to build and refresh rankings; off when empty")
 	str(&c.S3Endpoint, "s3-endpoint", "KACHE_PLANNER_S3_ENDPOINT", "", "S3 endpoint URL (e.g. http://127.0.0.1:9000 for MinIO); empty means AWS")
@@ -170,6 +180,8 @@ func (c *Config) Validate() error {
 		{"--timeline-max-decoded-bytes", c.TimelineMaxDecodedBytes},
 		{"--db-cache-mb", c.DBCacheMB},
 		{"--list-cache-mb", c.ListCacheMB},
+		{"--max-conns", c.MaxConns},
+		{"--max-inflight-body-mb", c.MaxInflightBodyMB},
 	} {
 		if v.n <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %d", v.name, v.n))
@@ -179,6 +191,7 @@ func (c *Config) Validate() error {
 		name string
 		d    time.Duration
 	}{
+		{"--header-timeout", c.HeaderTimeout},
 		{"--read-timeout", c.ReadTimeout},
 		{"--write-timeout", c.WriteTimeout},
 		{"--idle-timeout", c.IdleTimeout},
@@ -200,6 +213,9 @@ func (c *Config) Validate() error {
 		if c.S3CrawlInterval <= 0 {
 			errs = append(errs, fmt.Errorf("--s3-crawl-interval must be positive, got %s", c.S3CrawlInterval))
 		}
+	}
+	if largest := max(c.MaxBodyBytes, c.MaxManifestBytes, c.TimelineMaxCompressedBytes); c.MaxInflightBodyMB > 0 && c.MaxInflightBodyMB<<20 < largest {
+		errs = append(errs, fmt.Errorf("--max-inflight-body-mb %d is below the largest body limit (%d bytes): such a body could never be read", c.MaxInflightBodyMB, largest))
 	}
 	if c.PlanCacheMB < 0 {
 		errs = append(errs, fmt.Errorf("--plan-cache-mb must not be negative, got %d", c.PlanCacheMB))
@@ -232,6 +248,11 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("db_cache_mb", c.DBCacheMB),
 		slog.Int("list_cache_mb", c.ListCacheMB),
 		slog.Int("plan_cache_mb", c.PlanCacheMB),
+		slog.Int("max_conns", c.MaxConns),
+		slog.Int("max_inflight_body_mb", c.MaxInflightBodyMB),
+		slog.Duration("header_timeout", c.HeaderTimeout),
+		slog.Duration("read_timeout", c.ReadTimeout),
+		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.String("s3_bucket", c.S3Bucket),
 		slog.String("s3_endpoint", c.S3Endpoint),
 		slog.String("s3_prefix", c.S3Prefix),

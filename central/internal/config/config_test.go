@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 )
 
 func env(m map[string]string) func(string) (string, bool) {
@@ -55,6 +56,38 @@ func TestDefaults(t *testing.T) {
 	}
 	c.MaxBodyBytes, c.Bind = 0, "x"
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--bind") || !strings.Contains(err.Error(), "--max-body-bytes") {
+		t.Fatalf("validate: %v", err)
+	}
+}
+
+// The HTTP limits: flags, env, defaults, and a body budget that could never
+// hold the largest body refused.
+func TestHTTPLimits(t *testing.T) {
+	c, err := Parse(nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HeaderTimeout != 10*time.Second || c.ReadTimeout != 30*time.Second || c.MaxConns != 1024 || c.MaxInflightBodyMB != 48 {
+		t.Fatalf("defaults %+v", c)
+	}
+	c, err = Parse([]string{"--max-conns", "64"}, env(map[string]string{
+		"KACHE_PLANNER_HEADER_TIMEOUT": "3s", "KACHE_PLANNER_MAX_INFLIGHT_BODY_MB": "20", "KACHE_PLANNER_MAX_CONNS": "9",
+	}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HeaderTimeout != 3*time.Second || c.MaxInflightBodyMB != 20 || c.MaxConns != 64 {
+		t.Fatalf("flags and env %+v", c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c.MaxInflightBodyMB = 15 // under --manifest-max-bytes' 16 MiB
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--max-inflight-body-mb") {
+		t.Fatalf("validate: %v", err)
+	}
+	c.MaxInflightBodyMB, c.HeaderTimeout = 16, 0
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--header-timeout") {
 		t.Fatalf("validate: %v", err)
 	}
 }

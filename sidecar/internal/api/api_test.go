@@ -19,6 +19,7 @@ import (
 	"github.com/valyala/fasthttp/fasthttputil"
 	"go.uber.org/goleak"
 
+	"github.com/kache-planner/kache-planner/shared/httpserve/httpservetest"
 	"github.com/kache-planner/kache-planner/shared/wire"
 	"github.com/kache-planner/kache-planner/sidecar/internal/planner"
 )
@@ -83,6 +84,7 @@ func (f *fakePrefetcher) Submit(in *wire.BuildIntent, plan wire.PrefetchPlan, sr
 
 type harness struct {
 	t      *testing.T
+	dial   func() (net.Conn, error)
 	client *fasthttp.Client
 	reg    *prometheus.Registry
 	plan   *fakePlanner
@@ -127,7 +129,7 @@ func newHarnessWith(t *testing.T, cfg Config, res planner.Result, mod func(*Deps
 		<-done
 	})
 	client := &fasthttp.Client{Dial: func(string) (net.Conn, error) { return ln.Dial() }, MaxResponseBodySize: 16 << 20}
-	return &harness{t: t, client: client, reg: reg, plan: fp, srv: srv}
+	return &harness{t: t, dial: ln.Dial, client: client, reg: reg, plan: fp, srv: srv}
 }
 
 type reply struct {
@@ -622,6 +624,40 @@ func TestSessionProgressRoute(t *testing.T) {
 			r := h.do("GET", "/v1/prefetch/sessions/"+tc.id, nil)
 			if r.status != tc.status || !strings.Contains(string(r.body), tc.body) || r.ctype != "application/json" {
 				t.Fatalf("GET session: %d %q %s", r.status, r.ctype, r.body)
+			}
+		})
+	}
+}
+
+// A body the surface may not read is refused from the headers alone: the
+// clients below send headers and one body byte, so an answer that waited
+// for the body would never come.
+func TestRefusedBeforeTheBody(t *testing.T) {
+	tests := []struct {
+		name   string
+		path   string
+		length int
+		auth   string
+		status int
+		reason string
+	}{
+		{name: "plan over its limit", path: "/v2/prefetch-plan", length: 15 << 20, auth: "Bearer s3cret", status: 413, reason: "too_large"},
+		{name: "timeline over its limit", path: "/v1/build-timelines", length: 9 << 20, auth: "Bearer s3cret", status: 413, reason: "too_large"},
+		{name: "no token", path: "/v2/prefetch-plan", length: 1 << 20, status: 401, reason: "unauthorized"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarnessWith(t, Config{Token: "s3cret"}, execResult(), func(d *Deps) { d.Timelines = &fakeRelay{status: 200} })
+			hdr := []string{"Content-Encoding", "zstd", "Content-Type", "application/json"}
+			if tt.auth != "" {
+				hdr = append(hdr, "Authorization", tt.auth)
+			}
+			httpservetest.Refused(t, h.dial, tt.path, tt.length, tt.status, hdr...)
+			if got := counterBy(t, h.reg, "kache_sidecar_http_requests_refused_total", "reason", tt.reason); got != 1 {
+				t.Errorf("refused{%s} = %v", tt.reason, got)
+			}
+			if h.plan.calls() != 0 {
+				t.Error("planned a refused request")
 			}
 		})
 	}

@@ -1,17 +1,15 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
-	"fmt"
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/kache-planner/kache-planner/shared/httpserve"
 	"github.com/kache-planner/kache-planner/shared/reqbody"
-	"github.com/kache-planner/kache-planner/shared/wire"
 )
 
-// Errors of this surface; request-body errors are reqbody's.
+// Errors of this surface; request-body errors are reqbody's and httpserve's.
 var (
 	errUnauthorized = errors.New("unauthorized")
 	errNotStoring   = errors.New("this service is not currently storing build timelines")
@@ -21,17 +19,19 @@ var (
 // place where errors become statuses.
 func statusOf(err error) int {
 	switch {
-	case errors.Is(err, errUnauthorized):
+	case errors.Is(err, errUnauthorized), errors.Is(err, httpserve.ErrUnauthorized):
 		return fasthttp.StatusUnauthorized
-	case errors.Is(err, errNotStoring):
+	case errors.Is(err, errNotStoring), errors.Is(err, httpserve.ErrOverloaded):
 		return fasthttp.StatusServiceUnavailable
+	case errors.Is(err, httpserve.ErrTimeout):
+		return fasthttp.StatusRequestTimeout
 	case errors.Is(err, reqbody.ErrUnsupportedMedia):
 		return fasthttp.StatusUnsupportedMediaType
 	case errors.Is(err, reqbody.ErrTooLarge):
 		return fasthttp.StatusRequestEntityTooLarge
 	case errors.Is(err, reqbody.ErrWrongShape):
 		return fasthttp.StatusUnprocessableEntity
-	case errors.Is(err, reqbody.ErrMalformed):
+	case errors.Is(err, reqbody.ErrMalformed), errors.Is(err, httpserve.ErrIncomplete):
 		return fasthttp.StatusBadRequest
 	default:
 		return fasthttp.StatusInternalServerError
@@ -44,43 +44,17 @@ func (s *Server) fail(ctx *fasthttp.RequestCtx, err error, internalMsg string) {
 	status := statusOf(err)
 	if status >= 500 && status != fasthttp.StatusServiceUnavailable {
 		s.log.Error("request failed", "path", string(ctx.Path()), "error", err)
-		writeError(ctx, status, internalMsg)
+		httpserve.WriteJSONError(ctx, status, internalMsg)
 		return
 	}
-	writeError(ctx, status, err.Error())
+	httpserve.WriteJSONError(ctx, status, err.Error())
 }
 
-func writeError(ctx *fasthttp.RequestCtx, status int, msg string) {
-	writeJSON(ctx, status, wire.Error{Error: msg})
-}
-
-func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		status, b = fasthttp.StatusInternalServerError, []byte(`{"error":"encode response"}`)
+// decodeJSON checks a JSON request's content type from its headers, then
+// reads its body under the route's limit and decodes it into v.
+func (s *Server) decodeJSON(ctx *fasthttp.RequestCtx, v any) error {
+	if err := reqbody.CheckJSON(ctx.Request.Header.ContentType(), nil, 0); err != nil {
+		return err
 	}
-	ctx.SetStatusCode(status)
-	ctx.SetContentType("application/json")
-	ctx.SetBody(b)
-}
-
-// transportError answers errors fasthttp meets before a handler runs, such as
-// a body over the server-wide limit, with the same JSON shape.
-func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
-	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
-		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, reqbody.ErrTooLarge.Error())
-		return
-	}
-	writeError(ctx, fasthttp.StatusBadRequest, "bad request: "+err.Error())
-}
-
-func (s *Server) panicked(ctx *fasthttp.RequestCtx, v any) {
-	s.log.Error("handler panicked", "path", string(ctx.Path()), "panic", fmt.Sprint(v))
-	writeError(ctx, fasthttp.StatusInternalServerError, "internal error")
-}
-
-// decodeJSON checks a JSON request's content type and size and decodes its
-// body into v (reqbody.DecodeJSON).
-func decodeJSON(ctx *fasthttp.RequestCtx, limit int, v any) error {
-	return reqbody.DecodeJSON(ctx.Request.Header.ContentType(), ctx.PostBody(), limit, v)
+	return s.http.ReadBody(ctx, func(body []byte) error { return reqbody.Unmarshal(body, v) })
 }

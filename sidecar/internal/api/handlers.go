@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/kache-planner/kache-planner/shared/bearer"
 	"github.com/kache-planner/kache-planner/shared/bufpool"
 	"github.com/kache-planner/kache-planner/shared/exposition"
+	"github.com/kache-planner/kache-planner/shared/httpserve"
 	"github.com/kache-planner/kache-planner/shared/reqbody"
 	"github.com/kache-planner/kache-planner/shared/wire"
 	"github.com/kache-planner/kache-planner/sidecar/internal/planner"
@@ -23,19 +23,19 @@ func (s *Server) session(ctx *fasthttp.RequestCtx) {
 	id, _ := ctx.UserValue("plan_id").(string)
 	if s.deps.Sessions == nil {
 		// Distinct from "no such session": waiting will not help.
-		writeError(ctx, fasthttp.StatusNotImplemented, "this sidecar does not prefetch (no bucket configured)")
+		httpserve.WriteJSONError(ctx, fasthttp.StatusNotImplemented, "this sidecar does not prefetch (no bucket configured)")
 		return
 	}
 	p, ok := s.deps.Sessions.SessionProgress(id)
 	if !ok {
-		writeError(ctx, fasthttp.StatusNotFound, "no prefetch session for plan "+id)
+		httpserve.WriteJSONError(ctx, fasthttp.StatusNotFound, "no prefetch session for plan "+id)
 		return
 	}
-	writeJSON(ctx, fasthttp.StatusOK, p)
+	httpserve.WriteJSON(ctx, fasthttp.StatusOK, p)
 }
 
 func (s *Server) healthz(ctx *fasthttp.RequestCtx) {
-	writeJSON(ctx, fasthttp.StatusOK, wire.Health{Status: "ok", Planner: s.deps.Planner.Name(), Version: s.cfg.Version})
+	httpserve.WriteJSON(ctx, fasthttp.StatusOK, wire.Health{Status: "ok", Planner: s.deps.Planner.Name(), Version: s.cfg.Version})
 }
 
 func (s *Server) metricsHandler(ctx *fasthttp.RequestCtx) {
@@ -80,7 +80,7 @@ func (s *Server) plan(ctx *fasthttp.RequestCtx) {
 	// json.Unmarshal copies every string, so the intent holds nothing of
 	// the RequestCtx and may outlive the handler.
 	var intent wire.BuildIntent
-	if err := decodeJSON(ctx, s.cfg.MaxBodyBytes, &intent); err != nil {
+	if err := s.decodeJSON(ctx, &intent); err != nil {
 		s.metrics.observe(outcomeRejected, time.Since(start), 0)
 		s.fail(ctx, err, "")
 		return
@@ -131,24 +131,33 @@ func (s *Server) timelines(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, errNotStoring, "")
 		return
 	}
-	if err := reqbody.CheckZstd(ctx.Request.Header.Peek(fasthttp.HeaderContentEncoding), ctx.PostBody(), s.cfg.MaxTimelineBytes); err != nil {
-		label := "unsupported_encoding"
-		if errors.Is(err, reqbody.ErrTooLarge) {
-			label = "too_large"
-		}
-		s.metrics.timelines.WithLabelValues(label).Inc()
+	if err := reqbody.CheckZstd(ctx.Request.Header.Peek(fasthttp.HeaderContentEncoding), nil, 0); err != nil {
+		s.metrics.timelines.WithLabelValues("unsupported_encoding").Inc()
 		s.fail(ctx, err, "")
 		return
 	}
-	// net/http may still be writing the request body when Do returns on a
-	// timeout, so the relay gets its own copy, not the RequestCtx's.
-	body := bytes.Clone(ctx.PostBody())
-	rctx, cancel := context.WithTimeout(s.base, s.cfg.TimelineTimeout)
-	defer cancel()
-	status, answer, err := s.deps.Timelines.RelayTimeline(rctx, body)
+	// The relay runs while the body is held, so the in-flight budget covers
+	// it. net/http may still be writing the request body when Do returns on
+	// a timeout, so the relay gets its own copy, not the pooled buffer.
+	var (
+		status   int
+		answer   []byte
+		relayErr error
+	)
+	err := s.http.ReadBody(ctx, func(body []byte) error {
+		rctx, cancel := context.WithTimeout(s.base, s.cfg.TimelineTimeout)
+		defer cancel()
+		status, answer, relayErr = s.deps.Timelines.RelayTimeline(rctx, bytes.Clone(body))
+		return nil
+	})
 	if err != nil {
+		s.metrics.timelines.WithLabelValues(timelineOutcome(err)).Inc()
+		s.fail(ctx, err, "")
+		return
+	}
+	if relayErr != nil {
 		s.metrics.timelines.WithLabelValues("central_unreachable").Inc()
-		s.log.Warn("relay build timeline", "error", err)
+		s.log.Warn("relay build timeline", "error", relayErr)
 		s.fail(ctx, errNotStoring, "")
 		return
 	}
@@ -160,4 +169,18 @@ func (s *Server) timelines(ctx *fasthttp.RequestCtx) {
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")
 	ctx.SetBody(answer)
+}
+
+// timelineOutcome labels a timeline refused before it was relayed.
+func timelineOutcome(err error) string {
+	switch statusOf(err) {
+	case fasthttp.StatusRequestEntityTooLarge:
+		return "too_large"
+	case fasthttp.StatusServiceUnavailable:
+		return "overloaded"
+	case fasthttp.StatusRequestTimeout:
+		return "timed_out"
+	default:
+		return "bad_body"
+	}
 }

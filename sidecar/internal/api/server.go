@@ -1,7 +1,8 @@
 // Package api is the sidecar's planner surface on fasthttp, the endpoint kache
 // is pointed at as KACHE_PLANNER_ENDPOINT: the plan routes, wire-identical to
 // central's (kache-protocol.md 1-2), plus /healthz and /metrics. It is the only
-// sidecar package that imports fasthttp for this surface.
+// sidecar package that imports fasthttp for this surface; serving, routing
+// and the request limits are shared/httpserve's.
 package api
 
 import (
@@ -16,9 +17,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/valyala/fasthttp"
 
 	"github.com/kache-planner/kache-planner/shared/bearer"
+	"github.com/kache-planner/kache-planner/shared/httpserve"
 	"github.com/kache-planner/kache-planner/shared/wire"
 	"github.com/kache-planner/kache-planner/sidecar/internal/planner"
 )
@@ -38,10 +39,12 @@ type Config struct {
 	Version string
 	// MaxBodyBytes bounds a plan request. Default 2 MiB, kache-service's.
 	MaxBodyBytes int
-	// Timeouts of the server. Defaults 5 s, 5 s and 60 s.
-	ReadTimeout  time.Duration
-	WriteTimeout time.Duration
-	IdleTimeout  time.Duration
+	// Limits bound what the surface holds for its clients. Zero fields take
+	// the sidecar's defaults: headers, body and answer 5 s each, keep-alive
+	// idle 60 s, 512 connections (one runner's kache and warm need a
+	// handful), 16 MiB of bodies in flight (raised to the largest body
+	// limit if that is larger); then httpserve's.
+	Limits httpserve.Limits
 	// MaxTimelineBytes bounds a compressed POST /v1/build-timelines body.
 	// Default 8 MiB, kache-service's.
 	MaxTimelineBytes int
@@ -61,21 +64,20 @@ func (c Config) withDefaults() Config {
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 2 << 20
 	}
-	if c.ReadTimeout <= 0 {
-		c.ReadTimeout = 5 * time.Second
-	}
-	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = 5 * time.Second
-	}
-	if c.IdleTimeout <= 0 {
-		c.IdleTimeout = 60 * time.Second
-	}
 	if c.PrefetchQueue <= 0 {
 		c.PrefetchQueue = 16
 	}
 	if c.MaxTimelineBytes <= 0 {
 		c.MaxTimelineBytes = 8 << 20
 	}
+	c.Limits = c.Limits.WithDefaults(httpserve.Limits{
+		HeaderTimeout:        5 * time.Second,
+		BodyTimeout:          5 * time.Second,
+		WriteTimeout:         5 * time.Second,
+		IdleTimeout:          60 * time.Second,
+		MaxConns:             512,
+		MaxInflightBodyBytes: max(16<<20, int64(c.MaxBodyBytes), int64(c.MaxTimelineBytes)),
+	})
 	if c.TimelineTimeout <= 0 {
 		c.TimelineTimeout = 25 * time.Second
 	}
@@ -134,12 +136,12 @@ type Server struct {
 	log     *slog.Logger
 	auth    bearer.Checker
 	metrics *metrics
-	srv     *fasthttp.Server
+	http    *httpserve.Server
 
-	// base is the context of planning work; Stop cancels it. fasthttp's
-	// RequestCtx only ends at shutdown, so it is not used as a context.
-	base       context.Context
-	cancelBase context.CancelFunc
+	// base is the context of planning and relaying (fasthttp's RequestCtx
+	// only ends at shutdown): httpserve's, which Stop cancels once it stops
+	// waiting for requests.
+	base context.Context
 
 	queue      chan submission
 	workerOnce sync.Once
@@ -150,10 +152,6 @@ type Server struct {
 	// planSeq makes every answered plan_id unique, so a plan's prefetch
 	// session can be looked up by it.
 	planSeq atomic.Uint64
-
-	mu        sync.Mutex
-	ln        net.Listener
-	serveDone chan struct{}
 }
 
 type submission struct {
@@ -186,30 +184,33 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create planner surface: %w", err)
 	}
-	base, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		cfg:        cfg,
 		deps:       deps,
 		log:        deps.Logger.With("component", "planner_api"),
 		auth:       auth,
 		metrics:    m,
-		base:       base,
-		cancelBase: cancel,
 		queue:      make(chan submission, cfg.PrefetchQueue),
 		workerStop: make(chan struct{}),
 		workerDone: make(chan struct{}),
 	}
-	s.srv = &fasthttp.Server{
-		Handler:            s.routes().Handler,
-		Name:               "kache-sidecar",
-		ReadTimeout:        cfg.ReadTimeout,
-		WriteTimeout:       cfg.WriteTimeout,
-		IdleTimeout:        cfg.IdleTimeout,
-		MaxRequestBodySize: max(cfg.MaxBodyBytes, cfg.MaxTimelineBytes),
-		CloseOnShutdown:    true,
-		ErrorHandler:       s.transportError,
-		Logger:             slogPrinter{s.log},
+	h, err := httpserve.New(httpserve.Config{
+		Name:      "kache-sidecar",
+		Addr:      cfg.Addr,
+		Namespace: "kache_sidecar",
+		Surface:   "planner",
+		Limits:    cfg.Limits,
+	}, httpserve.Deps{
+		Routes:       s.routes(),
+		Authorized:   httpserve.Bearer(auth),
+		Registerer:   deps.Registerer,
+		Logger:       s.log,
+		OnServeError: deps.OnServeError,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create planner surface: %w", err)
 	}
+	s.http, s.base = h, h.Context()
 	return s, nil
 }
 
@@ -230,63 +231,36 @@ func isLoopback(addr string) (bool, error) {
 // Serve serves on ln until Stop; tests hand it an in-memory listener.
 func (s *Server) Serve(ln net.Listener) error {
 	s.startWorker()
-	return s.srv.Serve(ln)
+	return s.http.Serve(ln)
 }
 
 // Start binds the listener and serves in a goroutine the server owns. ctx is
 // not kept.
-func (s *Server) Start(context.Context) error {
-	ln, err := net.Listen("tcp", s.cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
+func (s *Server) Start(ctx context.Context) error {
+	s.startWorker()
+	if err := s.http.Start(ctx); err != nil {
+		return err
 	}
-	s.mu.Lock()
-	s.ln, s.serveDone = ln, make(chan struct{})
-	done := s.serveDone
-	s.mu.Unlock()
-	s.log.Info("planner surface listening", "addr", ln.Addr().String(), "auth", s.auth.Enabled())
-	go func() {
-		defer close(done)
-		if err := s.Serve(ln); err != nil {
-			s.log.Error("planner surface stopped serving", "error", err)
-			if s.deps.OnServeError != nil {
-				s.deps.OnServeError(fmt.Errorf("serve planner surface: %w", err))
-			}
-		}
-	}()
+	s.log.Info("planner surface listening", "addr", s.http.Addr(), "auth", s.auth.Enabled())
 	return nil
 }
 
 // Addr is the bound address after Start.
-func (s *Server) Addr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ln == nil {
-		return ""
-	}
-	return s.ln.Addr().String()
-}
+func (s *Server) Addr() string { return s.http.Addr() }
 
-// Stop shuts down gracefully within ctx: no new requests, in-flight planning
-// cancelled, the serve goroutine and the prefetch hand-off waited for. Plans
-// still queued for the prefetcher are dropped.
+// Stop shuts down gracefully within ctx: no new requests, requests being
+// answered finish (httpserve.Server.Stop: stalled and idle connections are
+// closed at once, in-flight planning is cancelled when the drain ends), then
+// the prefetch hand-off is waited for. Plans still queued for the
+// prefetcher are dropped.
 func (s *Server) Stop(ctx context.Context) error {
-	err := s.srv.ShutdownWithContext(ctx)
-	s.cancelBase()
+	err := s.http.Stop(ctx)
 	s.workerOnce.Do(func() { close(s.workerDone) }) // never started: nothing to wait for
 	s.stopOnce.Do(func() { close(s.workerStop) })
-	s.mu.Lock()
-	serveDone := s.serveDone
-	s.mu.Unlock()
-	for _, done := range []chan struct{}{serveDone, s.workerDone} {
-		if done == nil {
-			continue
-		}
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return fmt.Errorf("stop planner surface: %w", ctx.Err())
-		}
+	select {
+	case <-s.workerDone:
+	case <-ctx.Done():
+		return fmt.Errorf("stop planner surface: %w", ctx.Err())
 	}
 	if err != nil {
 		return fmt.Errorf("stop planner surface: %w", err)
@@ -324,10 +298,4 @@ func (s *Server) submit(res planner.Result) {
 		s.metrics.prefetchDropped.Inc()
 		s.log.Warn("prefetch queue full, plan not prefetched", "plan_id", res.Plan.PlanID)
 	}
-}
-
-type slogPrinter struct{ l *slog.Logger }
-
-func (p slogPrinter) Printf(format string, args ...any) {
-	p.l.Debug(fmt.Sprintf(format, args...), "component", "fasthttp")
 }
