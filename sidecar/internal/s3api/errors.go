@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/kache-planner/kache-planner/shared/httpserve"
+	"github.com/kache-planner/kache-planner/shared/reqbody"
 	"github.com/kache-planner/kache-planner/shared/s3source"
 	"github.com/kache-planner/kache-planner/sidecar/internal/prefetch"
 	"github.com/kache-planner/kache-planner/sidecar/internal/sigv4"
@@ -81,6 +83,14 @@ func s3ErrorOf(err error) *s3Error {
 		return &s3Error{http.StatusBadRequest, "BadDigest", "The Content-MD5 or checksum you specified did not match what we received."}
 	case errors.Is(err, sigv4.ErrInvalidDigest):
 		return &s3Error{http.StatusBadRequest, "InvalidDigest", "The Content-MD5 or checksum you specified is not valid."}
+	case errors.Is(err, httpserve.ErrTimeout):
+		return &s3Error{http.StatusBadRequest, "RequestTimeout", "Your socket connection to the server was not read from or written to within the timeout period."}
+	case errors.Is(err, httpserve.ErrIncomplete):
+		return &s3Error{http.StatusBadRequest, "IncompleteBody", "You did not provide the number of bytes specified by the Content-Length HTTP header."}
+	case errors.Is(err, reqbody.ErrTooLarge):
+		return errEntityTooLarge
+	case errors.Is(err, httpserve.ErrOverloaded):
+		return errSlowDown
 	case errors.Is(err, s3source.ErrNotFound), errors.Is(err, prefetch.ErrNotFound):
 		return errNoSuchKey
 	case errors.Is(err, s3source.ErrUnavailable):

@@ -3,7 +3,6 @@ package s3api
 import (
 	"bytes"
 	"encoding/xml"
-	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -284,6 +283,10 @@ func (s *Server) writeError(r *request, err error) {
 		s.log.Warn("s3 request failed", "request_id", r.id, "op", r.op, "key", r.key, "error", err)
 	}
 	ctx := r.ctx
+	if n := ctx.Request.Header.ContentLength(); n > 0 || n == -1 {
+		// The body may be partly unread: never try to skip it.
+		ctx.SetConnectionClose()
+	}
 	ctx.Response.ResetBody()
 	ctx.Response.Header.Del("ETag")
 	ctx.Response.Header.Del("Last-Modified")
@@ -324,20 +327,29 @@ func (s *Server) writeXML(r *request, status int, v any) error {
 	return nil
 }
 
-// transportError answers what fasthttp meets before a handler runs.
-func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
-	e := &s3Error{http.StatusBadRequest, "BadRequest", "An error occurred when parsing the HTTP request."}
-	var tooBig *fasthttp.ErrSmallBuffer
-	switch {
-	case errors.As(err, &tooBig):
-		e = &s3Error{http.StatusRequestHeaderFieldsTooLarge, "RequestHeaderSectionTooLarge", "Your request header section exceeds the maximum allowed size."}
-	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+// httpError answers what the HTTP layer refuses itself (a stalled or
+// oversized request, too many headers, a panic) in S3's shape.
+func (s *Server) httpError(ctx *fasthttp.RequestCtx, status int, msg string) {
+	code := map[int]string{
+		http.StatusBadRequest:                  "BadRequest",
+		http.StatusUnauthorized:                "AccessDenied",
+		http.StatusNotFound:                    "NoSuchKey",
+		http.StatusMethodNotAllowed:            "MethodNotAllowed",
+		http.StatusRequestTimeout:              "RequestTimeout",
+		http.StatusRequestEntityTooLarge:       "EntityTooLarge",
+		http.StatusRequestHeaderFieldsTooLarge: "RequestHeaderSectionTooLarge",
+		http.StatusServiceUnavailable:          "SlowDown",
+	}[status]
+	if code == "" {
+		code = "InternalError"
+	}
+	e := &s3Error{Status: status, Code: code, Message: msg}
+	if status == http.StatusRequestEntityTooLarge {
 		e = errEntityTooLarge
 	}
 	s.metrics.refused.WithLabelValues(e.Code).Inc()
-	r := &request{ctx: ctx, id: s.requestID(), op: "transport"}
+	r := &request{ctx: ctx, id: s.requestID(), op: "refused"}
 	ctx.Response.Header.Set("x-amz-request-id", r.id)
-	ctx.SetConnectionClose()
 	s.writeError(r, e)
 }
 

@@ -381,9 +381,9 @@ func (s *Server) bodySize(r *request) (int64, error) {
 // it declared was verified, so a consumer (the bucket) never receives a
 // complete body that fails verification.
 func (s *Server) openBody(r *request) (*heldBody, error) {
-	raw := r.ctx.RequestBodyStream()
-	if raw == nil {
-		raw = bytes.NewReader(r.ctx.Request.Body())
+	raw, err := s.http.BodyReader(r.ctx)
+	if err != nil {
+		return nil, err
 	}
 	raw = &idleReader{r: raw, conn: r.ctx.Conn(), idle: s.cfg.BodyIdleTimeout}
 	body, err := r.auth.Body(raw, header{&r.ctx.Request.Header})
@@ -405,18 +405,7 @@ func (i *idleReader) Read(p []byte) (int, error) {
 	if i.conn != nil {
 		_ = i.conn.SetReadDeadline(time.Now().Add(i.idle))
 	}
-	n, err := i.r.Read(p)
-	if err != nil && !errors.Is(err, io.EOF) {
-		var ne interface{ Timeout() bool }
-		if errors.As(err, &ne) && ne.Timeout() {
-			return n, incompleteBody("client stopped sending the body")
-		}
-	}
-	return n, err
-}
-
-func incompleteBody(msg string) *s3Error {
-	return &s3Error{http.StatusBadRequest, "IncompleteBody", msg}
+	return i.r.Read(p)
 }
 
 // heldBody keeps the last byte it read until its source reported a clean

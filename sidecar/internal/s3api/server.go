@@ -13,7 +13,6 @@ package s3api
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -25,8 +24,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/valyala/fasthttp"
 
+	"github.com/kache-planner/kache-planner/shared/httpserve"
 	"github.com/kache-planner/kache-planner/shared/s3source"
 	"github.com/kache-planner/kache-planner/sidecar/internal/sigv4"
 	"github.com/kache-planner/kache-planner/sidecar/internal/store"
@@ -68,15 +67,11 @@ type Config struct {
 	// BodyIdleTimeout drops a client that sends no body byte for this
 	// long. Default 30 s (kache's own read inactivity timeout).
 	BodyIdleTimeout time.Duration
-	// HeaderTimeout bounds reading a request's headers; WriteTimeout a
-	// response; IdleTimeout a keep-alive wait. Defaults 30 s, 15 min, 90 s.
-	HeaderTimeout time.Duration
-	WriteTimeout  time.Duration
-	IdleTimeout   time.Duration
-	// MaxConns caps concurrent connections. Default 256.
-	MaxConns int
-	// MaxHeaderBytes bounds a request's headers. Default 16 KiB.
-	MaxHeaderBytes int
+	// Limits are the HTTP layer's; the S3 surface's defaults are 30 s for
+	// headers, 15 min to write a response, 256 connections and 16 KiB of
+	// headers. A body has no deadline as a whole (a 5 GiB upload takes its
+	// time) but must make progress every BodyIdleTimeout.
+	Limits httpserve.Limits
 }
 
 func (c Config) withDefaults() Config {
@@ -103,15 +98,15 @@ func (c Config) withDefaults() Config {
 	def(&c.DemandTimeout, 5*time.Minute)
 	def(&c.UpstreamTimeout, 15*time.Minute)
 	def(&c.BodyIdleTimeout, 30*time.Second)
-	def(&c.HeaderTimeout, 30*time.Second)
-	def(&c.WriteTimeout, 15*time.Minute)
-	def(&c.IdleTimeout, 90*time.Second)
-	if c.MaxConns <= 0 {
-		c.MaxConns = 256
-	}
-	if c.MaxHeaderBytes <= 0 {
-		c.MaxHeaderBytes = 16 << 10
-	}
+	c.Limits = c.Limits.WithDefaults(httpserve.Limits{
+		HeaderTimeout: 30 * time.Second,
+		WriteTimeout:  15 * time.Minute,
+		IdleTimeout:   90 * time.Second,
+		MaxConns:      256,
+		// Only CompleteMultipartUpload bodies are held (MaxXMLBytes each).
+		MaxInflightBodyBytes: 16 << 20,
+		MaxHeaderBytes:       16 << 10,
+	})
 	return c
 }
 
@@ -173,7 +168,6 @@ type Deps struct {
 // Server is the S3 surface.
 type Server struct {
 	cfg     Config
-	deps    Deps
 	up      Upstream
 	st      *store.Store
 	eng     Demander
@@ -181,16 +175,12 @@ type Server struct {
 	log     *slog.Logger
 	auth    *sigv4.Verifier
 	metrics *metrics
-	srv     *fasthttp.Server
+	http    *httpserve.Server
 
-	// base is the context of upstream work; Stop cancels it.
-	base       context.Context
-	cancelBase context.CancelFunc
-	reqSeq     atomic.Uint64
-	reqBase    string
-
-	ln        net.Listener
-	serveDone chan struct{}
+	// base is the context of upstream work, ended by Stop.
+	base    context.Context
+	reqSeq  atomic.Uint64
+	reqBase string
 }
 
 // New builds the surface and registers its metrics; Start binds it.
@@ -224,37 +214,24 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create S3 surface: %w", err)
 	}
-	base, cancel := context.WithCancel(context.Background())
-	var seed [4]byte
-	binaryTime := time.Now().UnixNano()
-	for i := range seed {
-		seed[i] = byte(binaryTime >> (8 * i))
-	}
+	seed := time.Now().UnixNano()
 	s := &Server{
-		cfg: cfg, deps: deps, up: deps.Upstream, st: deps.Store, eng: deps.Engine, rep: deps.Reporter,
+		cfg: cfg, up: deps.Upstream, st: deps.Store, eng: deps.Engine, rep: deps.Reporter,
 		log: deps.Logger.With("component", "s3_api"), auth: v, metrics: m,
-		base: base, cancelBase: cancel, reqBase: strings.ToUpper(hex.EncodeToString(seed[:])),
+		reqBase: strings.ToUpper(strconv.FormatUint(uint64(seed)&0xffffffff, 16)),
 	}
-	s.srv = &fasthttp.Server{
-		Handler:     s.handle,
-		Name:        "kache-sidecar",
-		ReadTimeout: cfg.HeaderTimeout,
-		// The handler reads bodies itself, with an idle deadline per
-		// read, so a PUT of any size streams through a small buffer.
-		StreamRequestBody:             true,
-		MaxRequestBodySize:            int(min(cfg.MaxObjectBytes, 1<<40)),
-		WriteTimeout:                  cfg.WriteTimeout,
-		IdleTimeout:                   cfg.IdleTimeout,
-		Concurrency:                   cfg.MaxConns,
-		ReadBufferSize:                cfg.MaxHeaderBytes,
-		DisablePreParseMultipartForm:  true,
-		DisableHeaderNamesNormalizing: false,
-		NoDefaultContentType:          true,
-		NoDefaultDate:                 false,
-		CloseOnShutdown:               true,
-		ErrorHandler:                  s.transportError,
-		Logger:                        slogPrinter{s.log},
+	// Every path is an object or a bucket: one streamed route takes them
+	// all, and the handler reads a body only after SigV4 passed.
+	all := httpserve.Route{Method: "*", Path: "/{path:*}", Handler: s.handle, MaxBodyBytes: int(cfg.MaxObjectBytes),
+		Streamed: true, BodyTimeout: cfg.UpstreamTimeout}
+	root := httpserve.Route{Method: "*", Path: "/", Handler: s.handle}
+	hs, err := httpserve.New(httpserve.Config{Name: "kache-sidecar-s3", Addr: cfg.Addr, Namespace: "kache_sidecar", Surface: "s3", Limits: cfg.Limits},
+		httpserve.Deps{Routes: []httpserve.Route{root, all}, Errors: s.httpError, Registerer: deps.Registerer,
+			Logger: s.log, OnServeError: deps.OnServeError})
+	if err != nil {
+		return nil, fmt.Errorf("create S3 surface: %w", err)
 	}
+	s.http, s.base = hs, hs.Context()
 	return s, nil
 }
 
@@ -273,60 +250,24 @@ func isLoopback(addr string) (bool, error) {
 }
 
 // Serve serves on ln until Stop; tests hand it an in-memory listener.
-func (s *Server) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
+func (s *Server) Serve(ln net.Listener) error { return s.http.Serve(ln) }
 
 // Start binds the listener and serves in a goroutine the server owns.
-func (s *Server) Start(context.Context) error {
-	ln, err := net.Listen("tcp", s.cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
+func (s *Server) Start(ctx context.Context) error {
+	if err := s.http.Start(ctx); err != nil {
+		return err
 	}
-	s.ln, s.serveDone = ln, make(chan struct{})
-	s.log.Info("S3 surface listening", "addr", ln.Addr().String(), "bucket", s.cfg.Bucket, "prefix", s.cfg.Prefix)
-	go func() {
-		defer close(s.serveDone)
-		if err := s.srv.Serve(ln); err != nil {
-			s.log.Error("S3 surface stopped serving", "error", err)
-			if s.deps.OnServeError != nil {
-				s.deps.OnServeError(fmt.Errorf("serve S3 surface: %w", err))
-			}
-		}
-	}()
+	s.log.Info("S3 surface listening", "addr", s.http.Addr(), "bucket", s.cfg.Bucket, "prefix", s.cfg.Prefix)
 	return nil
 }
 
 // Addr is the bound address after Start.
-func (s *Server) Addr() string {
-	if s.ln == nil {
-		return ""
-	}
-	return s.ln.Addr().String()
-}
+func (s *Server) Addr() string { return s.http.Addr() }
 
-// Stop shuts down within ctx: no new requests, upstream work cancelled,
-// the serve goroutine waited for.
-func (s *Server) Stop(ctx context.Context) error {
-	s.cancelBase()
-	err := s.srv.ShutdownWithContext(ctx)
-	if s.serveDone != nil {
-		select {
-		case <-s.serveDone:
-		case <-ctx.Done():
-			return fmt.Errorf("stop S3 surface: %w", ctx.Err())
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("stop S3 surface: %w", err)
-	}
-	return nil
-}
+// Stop shuts down within ctx: no new requests, requests in flight given
+// the HTTP layer's drain time, then upstream work cancelled.
+func (s *Server) Stop(ctx context.Context) error { return s.http.Stop(ctx) }
 
 func (s *Server) requestID() string {
 	return s.reqBase + strconv.FormatUint(s.reqSeq.Add(1), 16)
-}
-
-type slogPrinter struct{ l *slog.Logger }
-
-func (p slogPrinter) Printf(format string, args ...any) {
-	p.l.Debug(fmt.Sprintf(format, args...), "component", "fasthttp")
 }
