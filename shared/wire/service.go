@@ -20,4 +20,7 @@ type Health struct {
 	Status  string `json:"status"`
 	Planner string `json:"planner"`
 	Version string `json:"version"`
+	// KacheCompat is the kache release this service is a drop-in for
+	// (additive; kache reads only status).
+	KacheCompat string `json:"kache_compat,omitempty"`
 }

@@ -139,7 +139,7 @@ func newServer(cfg config.Config, p *planner.Planner, ing *ingest.Service, ready
 // imported before the listener binds, then ready.
 func start(lc fx.Lifecycle, cfg config.Config, log *slog.Logger, ing *ingest.Service, ready *readiness.Flag,
 	srv *api.Server, sd fx.Shutdowner) error {
-	log.Info("starting kache-service", "version", buildinfo.Resolve(buildinfo.Version), "config", cfg)
+	log.Info("starting kache-service", "version", buildinfo.Resolve(buildinfo.Version), "kache_compat", buildinfo.KacheCompat, "config", cfg)
 	lc.Append(fx.StartHook(func() error {
 		if cfg.SeedStateFile == "" {
 			return nil

@@ -36,7 +36,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if cfg.ShowVersion {
-		fmt.Fprintf(stdout, "kache-service %s\n", buildinfo.Resolve(buildinfo.Version))
+		fmt.Fprintln(stdout, buildinfo.Line("kache-service"))
 		return 0
 	}
 	if err := cfg.Validate(); err != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/kache-planner/kache-planner/central/internal/api"
 	"github.com/kache-planner/kache-planner/central/internal/config"
 	"github.com/kache-planner/kache-planner/central/internal/store"
+	"github.com/kache-planner/kache-planner/shared/buildinfo"
 	"github.com/kache-planner/kache-planner/shared/wire"
 )
 
@@ -84,7 +85,7 @@ func TestVersion(t *testing.T) {
 	if code := run([]string{"--version"}, &out, io.Discard); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	if out.String() != "kache-service 0.15.0-rc.2\n" {
+	if out.String() != "kache-service "+buildinfo.DefaultVersion+" (kache_compat 0.15.0-rc.2)\n" {
 		t.Fatalf("version output %q", out.String())
 	}
 }

@@ -133,7 +133,7 @@ func key(i int) string { return fmt.Sprintf("%064x", i+1) }
 func TestHealthz(t *testing.T) {
 	h := newHarness(t)
 	r := h.do("GET", "/healthz", nil)
-	if r.status != 200 || string(r.body) != `{"status":"ok","planner":"planner","version":"0.15.0-rc.2"}` {
+	if r.status != 200 || string(r.body) != `{"status":"ok","planner":"planner","version":"0.15.0-rc.2","kache_compat":"0.15.0-rc.2"}` {
 		t.Fatalf("healthz %d %s", r.status, r.body)
 	}
 	h.ready.Set(false)

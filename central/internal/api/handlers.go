@@ -12,6 +12,7 @@ import (
 	"github.com/kache-planner/kache-planner/central/internal/store"
 	"github.com/kache-planner/kache-planner/shared/bearer"
 	"github.com/kache-planner/kache-planner/shared/bufpool"
+	"github.com/kache-planner/kache-planner/shared/buildinfo"
 	"github.com/kache-planner/kache-planner/shared/exposition"
 	"github.com/kache-planner/kache-planner/shared/httpserve"
 	"github.com/kache-planner/kache-planner/shared/reqbody"
@@ -19,7 +20,7 @@ import (
 )
 
 func (s *Server) health() wire.Health {
-	return wire.Health{Status: "ok", Planner: s.deps.Planner.Name(), Version: s.cfg.Version}
+	return wire.Health{Status: "ok", Planner: s.deps.Planner.Name(), Version: s.cfg.Version, KacheCompat: buildinfo.KacheCompat}
 }
 
 func (s *Server) healthz(ctx *fasthttp.RequestCtx) {

@@ -44,7 +44,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cmd, rest := args[0], args[1:]
 	switch cmd {
 	case "version", "--version", "-version":
-		fmt.Fprintf(stdout, "kache-sidecar %s\n", buildinfo.Resolve(buildinfo.Version))
+		fmt.Fprintln(stdout, buildinfo.Line("kache-sidecar"))
 		return 0
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)

@@ -297,7 +297,7 @@ func TestAuth(t *testing.T) {
 func TestHealthMetricsAndUnknownRoutes(t *testing.T) {
 	h := newHarness(t, Config{Version: "0.3.0"}, execResult(), nil)
 	r := h.do("GET", "/healthz", nil)
-	if want := `{"status":"ok","planner":"kache-sidecar","version":"0.3.0"}`; r.status != 200 || string(r.body) != want {
+	if want := `{"status":"ok","planner":"kache-sidecar","version":"0.3.0","kache_compat":"0.15.0-rc.2"}`; r.status != 200 || string(r.body) != want {
 		t.Errorf("healthz = %d %s, want %s", r.status, r.body, want)
 	}
 	h.do("POST", "/v2/prefetch-plan", []byte(kacheIntent), "Content-Type", "application/json")

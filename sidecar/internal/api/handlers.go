@@ -11,6 +11,7 @@ import (
 
 	"github.com/kache-planner/kache-planner/shared/bearer"
 	"github.com/kache-planner/kache-planner/shared/bufpool"
+	"github.com/kache-planner/kache-planner/shared/buildinfo"
 	"github.com/kache-planner/kache-planner/shared/exposition"
 	"github.com/kache-planner/kache-planner/shared/httpserve"
 	"github.com/kache-planner/kache-planner/shared/reqbody"
@@ -35,7 +36,7 @@ func (s *Server) session(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) healthz(ctx *fasthttp.RequestCtx) {
-	httpserve.WriteJSON(ctx, fasthttp.StatusOK, wire.Health{Status: "ok", Planner: s.deps.Planner.Name(), Version: s.cfg.Version})
+	httpserve.WriteJSON(ctx, fasthttp.StatusOK, wire.Health{Status: "ok", Planner: s.deps.Planner.Name(), Version: s.cfg.Version, KacheCompat: buildinfo.KacheCompat})
 }
 
 func (s *Server) metricsHandler(ctx *fasthttp.RequestCtx) {
