@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,27 +58,65 @@ type ObjectInfo struct {
 	Header http.Header
 }
 
-// GetRange sends one GET for key (the range r, or the whole object when r
-// is nil) and returns the body with the response's metadata. The caller
-// must Close the body. A read error from the body that comes from the
-// connection wraps ErrUnavailable.
+// GetOptions are the optional parts of a GET or HEAD, passed to the
+// bucket as the client sent them.
+type GetOptions struct {
+	// Range is one byte range; nil for the whole object.
+	Range *ByteRange
+	// PartNumber reads one part of a multipart object (1-based).
+	PartNumber int
+	// Checksum asks for the object's stored checksums
+	// (x-amz-checksum-mode: ENABLED).
+	Checksum bool
+	// IfMatch, IfNoneMatch, IfModifiedSince and IfUnmodifiedSince are the
+	// conditional headers' raw values; the bucket answers 412 or 304.
+	IfMatch, IfNoneMatch, IfModifiedSince, IfUnmodifiedSince string
+	// Response holds response-* overrides (response-content-type ...).
+	Response url.Values
+}
+
+func (o GetOptions) minio(key string) (minio.GetObjectOptions, error) {
+	var opts minio.GetObjectOptions
+	if o.Range != nil {
+		if !o.Range.valid() {
+			return opts, fmt.Errorf("get %s: invalid byte range %+v", key, *o.Range)
+		}
+		opts.Set("Range", o.Range.String())
+	}
+	opts.PartNumber = o.PartNumber
+	opts.Checksum = o.Checksum
+	for h, v := range map[string]string{"If-Match": o.IfMatch, "If-None-Match": o.IfNoneMatch,
+		"If-Modified-Since": o.IfModifiedSince, "If-Unmodified-Since": o.IfUnmodifiedSince} {
+		if v != "" {
+			opts.Set(h, v)
+		}
+	}
+	for k, vs := range o.Response {
+		for _, v := range vs {
+			opts.AddReqParam(k, v)
+		}
+	}
+	return opts, nil
+}
+
+// Get sends one GET for key and returns the body with the response's
+// metadata. The caller must Close the body. A read error from the body
+// that comes from the connection wraps ErrUnavailable. A failed condition
+// is an *APIError with Status 412 (PreconditionFailed) or 304.
 //
 // An unsatisfiable range is an *APIError with Code InvalidRange (416);
 // the ObjectInfo that comes with it has the object's Size (from a HEAD),
 // for the Content-Range a 416 reports.
-func (b *Bucket) GetRange(ctx context.Context, key string, r *ByteRange) (io.ReadCloser, ObjectInfo, error) {
-	var opts minio.GetObjectOptions
-	if r != nil {
-		if !r.valid() {
-			return nil, ObjectInfo{}, fmt.Errorf("get %s: invalid byte range %+v", key, *r)
-		}
-		opts.Set("Range", r.String())
+func (b *Bucket) Get(ctx context.Context, key string, o GetOptions) (io.ReadCloser, ObjectInfo, error) {
+	opts, err := o.minio(key)
+	if err != nil {
+		return nil, ObjectInfo{}, err
 	}
 	body, st, h, err := minio.Core{Client: b.c}.GetObject(ctx, b.bucket, key, opts)
 	if err != nil {
 		err = translate("get", key, err)
 		var api *APIError
-		if r != nil && errors.As(err, &api) && api.Code == "InvalidRange" {
+		if o.Range != nil && errors.As(err, &api) && api.Code == "InvalidRange" {
 			if info, serr := b.StatInfo(ctx, key); serr == nil {
 				return nil, info, err
 			}
@@ -87,13 +126,28 @@ func (b *Bucket) GetRange(ctx context.Context, key string, r *ByteRange) (io.Rea
 	return &netBody{rc: body, key: key}, infoOf(key, st, h), nil
 }
 
-// StatInfo is a HEAD of key.
-func (b *Bucket) StatInfo(ctx context.Context, key string) (ObjectInfo, error) {
-	st, err := b.c.StatObject(ctx, b.bucket, key, minio.StatObjectOptions{})
+// GetRange is Get of one range (nil: the whole object).
+func (b *Bucket) GetRange(ctx context.Context, key string, r *ByteRange) (io.ReadCloser, ObjectInfo, error) {
+	return b.Get(ctx, key, GetOptions{Range: r})
+}
+
+// Head is a HEAD of key with o's options (Range is ignored).
+func (b *Bucket) Head(ctx context.Context, key string, o GetOptions) (ObjectInfo, error) {
+	o.Range = nil
+	opts, err := o.minio(key)
+	if err != nil {
+		return ObjectInfo{}, err
+	}
+	st, err := b.c.StatObject(ctx, b.bucket, key, opts)
 	if err != nil {
 		return ObjectInfo{}, translate("head", key, err)
 	}
 	return infoOf(key, st, st.Headers), nil
+}
+
+// StatInfo is a HEAD of key.
+func (b *Bucket) StatInfo(ctx context.Context, key string) (ObjectInfo, error) {
+	return b.Head(ctx, key, GetOptions{})
 }
 
 // infoOf reads a GET's or HEAD's response: minio-go's parse of it and its
@@ -184,6 +238,18 @@ type PutOptions struct {
 	CacheControl       string
 	ContentEncoding    string
 	ContentDisposition string
+	// ChecksumAlgorithm (CRC32, CRC32C, CRC64NVME, SHA1, SHA256) has the
+	// bucket store that checksum of the object: minio-go computes it as
+	// the body streams and sends it as a trailer, so the client's value,
+	// which the surface verified, is never needed up front. For a
+	// multipart upload it is the upload's algorithm.
+	ChecksumAlgorithm string
+}
+
+// checksumTypes maps S3's algorithm names to minio-go's.
+var checksumTypes = map[string]minio.ChecksumType{
+	"CRC32": minio.ChecksumCRC32, "CRC32C": minio.ChecksumCRC32C, "CRC64NVME": minio.ChecksumCRC64NVME,
+	"SHA1": minio.ChecksumSHA1, "SHA256": minio.ChecksumSHA256,
 }
 
 func (o PutOptions) minio() minio.PutObjectOptions {
@@ -203,6 +269,9 @@ func (o PutOptions) minio() minio.PutObjectOptions {
 			name = strings.TrimPrefix(name, "x-amz-meta-")
 			opts.UserMetadata["x-amz-meta-"+name] = v
 		}
+	}
+	if t, ok := checksumTypes[strings.ToUpper(o.ChecksumAlgorithm)]; ok {
+		opts.Checksum = t
 	}
 	return opts
 }

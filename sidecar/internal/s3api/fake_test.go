@@ -85,11 +85,16 @@ func (f *fakeBucket) enter() error {
 var errNoSuchKeyAPI = &s3source.APIError{Status: http.StatusNotFound, Code: "NoSuchKey", Message: "The specified key does not exist."}
 
 func (f *fakeBucket) Open(ctx context.Context, key string) (io.ReadCloser, s3source.Object, error) {
-	body, info, err := f.GetRange(ctx, key, nil)
+	body, info, err := f.Get(ctx, key, s3source.GetOptions{})
 	return body, info.Object, err
 }
 
-func (f *fakeBucket) GetRange(ctx context.Context, key string, r *s3source.ByteRange) (io.ReadCloser, s3source.ObjectInfo, error) {
+func (f *fakeBucket) Head(ctx context.Context, key string, _ s3source.GetOptions) (s3source.ObjectInfo, error) {
+	return f.StatInfo(ctx, key)
+}
+
+func (f *fakeBucket) Get(ctx context.Context, key string, opts s3source.GetOptions) (io.ReadCloser, s3source.ObjectInfo, error) {
+	r := opts.Range
 	if err := f.enter(); err != nil {
 		return nil, s3source.ObjectInfo{}, err
 	}

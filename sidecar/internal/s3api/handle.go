@@ -83,6 +83,11 @@ func (s *Server) routeBucket(r *request, method string, q *fasthttp.Args) error 
 	case http.MethodHead:
 		r.op = "HeadBucket"
 		return nil
+	case http.MethodPost:
+		if q.Has("delete") {
+			r.op = "DeleteObjects"
+			return s.deleteObjects(r)
+		}
 	case http.MethodGet:
 		switch {
 		case q.Has("location"):
@@ -123,13 +128,13 @@ func (s *Server) routeObject(r *request, method string, q *fasthttp.Args) error 
 			return s.listParts(r, q, uploadID)
 		}
 		if hasSubresource(q, "partNumber", "response-content-type", "response-cache-control",
-			"response-content-disposition", "response-content-encoding", "response-expires", "response-content-language", "versionId") {
+			"response-content-disposition", "response-content-encoding", "response-expires", "response-content-language") {
 			break
 		}
 		r.op = "GetObject"
 		return s.getObject(r, false)
 	case http.MethodHead:
-		if hasSubresource(q, "partNumber", "versionId") {
+		if hasSubresource(q, "partNumber") {
 			break
 		}
 		r.op = "HeadObject"
@@ -288,8 +293,10 @@ func (s *Server) writeError(r *request, err error) {
 		ctx.SetConnectionClose()
 	}
 	ctx.Response.ResetBody()
-	ctx.Response.Header.Del("ETag")
-	ctx.Response.Header.Del("Last-Modified")
+	if e.Status != http.StatusNotModified {
+		ctx.Response.Header.Del("ETag")
+		ctx.Response.Header.Del("Last-Modified")
+	}
 	ctx.Response.Header.Del("Content-Range")
 	ctx.SetStatusCode(e.Status)
 	if e.Status == http.StatusServiceUnavailable {
@@ -300,7 +307,7 @@ func (s *Server) writeError(r *request, err error) {
 			ctx.Response.Header.Set("Content-Range", "bytes */"+itoa(size))
 		}
 	}
-	if ctx.IsHead() {
+	if ctx.IsHead() || e.Status == http.StatusNotModified {
 		ctx.Response.SkipBody = true
 		return
 	}

@@ -22,7 +22,11 @@ func (s *Server) createMultipart(r *request) error {
 	ctx, cancel := context.WithTimeout(s.base, s.cfg.UpstreamTimeout)
 	defer cancel()
 	start := time.Now()
-	id, err := s.up.CreateMultipart(ctx, r.key, putOptions(r.ctx))
+	opts := putOptions(r.ctx)
+	// Part checksums are verified here but not forwarded, so the upload
+	// must not ask the bucket to require them.
+	opts.ChecksumAlgorithm = ""
+	id, err := s.up.CreateMultipart(ctx, r.key, opts)
 	s.metrics.upstream.WithLabelValues("CreateMultipartUpload").Observe(time.Since(start).Seconds())
 	if err != nil {
 		return err

@@ -3,9 +3,11 @@ package s3api
 import (
 	"bytes"
 	"context"
+	"encoding/xml"
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -22,13 +24,16 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 // getObject answers GET and HEAD. A pack or entry manifest is served from
 // the store, joining a prefetch in flight or fetching it once; anything
-// else, or an object the store cannot take, streams from the bucket.
+// else, or an object the store cannot take, streams from the bucket with
+// the client's options (conditions, part number, checksum mode, response
+// overrides) passed on.
 func (s *Server) getObject(r *request, head bool) error {
 	rng, err := parseRange(r.ctx.Request.Header.Peek("Range"))
 	if err != nil {
 		return err
 	}
-	if ref, ok := s.refOf(r.key); ok {
+	opts := getOptions(r.ctx, rng)
+	if ref, ok := s.refOf(r.key); ok && opts.PartNumber == 0 {
 		served, err := s.serveLocal(r, ref, rng, head)
 		if served || err != nil {
 			return err
@@ -38,19 +43,19 @@ func (s *Server) getObject(r *request, head bool) error {
 	if head {
 		defer cancel()
 		start := time.Now()
-		info, err := s.up.StatInfo(ctx, r.key)
+		info, err := s.up.Head(ctx, r.key, opts)
 		s.metrics.upstream.WithLabelValues("HeadObject").Observe(time.Since(start).Seconds())
 		if err != nil {
 			return err
 		}
 		setObjectHeaders(r.ctx, info)
-		r.ctx.Response.Header.SetContentLength(int(info.Size))
+		r.ctx.Response.Header.SetContentLength(int(info.ContentLength))
 		r.ctx.Response.SkipBody = true
 		s.metrics.reads.WithLabelValues("upstream").Inc()
 		return nil
 	}
 	start := time.Now()
-	body, info, err := s.up.GetRange(ctx, r.key, rng.source())
+	body, info, err := s.up.Get(ctx, r.key, opts)
 	s.metrics.upstream.WithLabelValues("GetObject").Observe(time.Since(start).Seconds())
 	if err != nil {
 		cancel()
@@ -69,6 +74,83 @@ func (s *Server) getObject(r *request, head bool) error {
 	s.metrics.reads.WithLabelValues("upstream").Inc()
 	// fasthttp closes the stream once written, ending the upstream GET.
 	r.ctx.SetBodyStream(&countingBody{rc: body, cancel: cancel, n: s.metrics.bytes.WithLabelValues("upstream")}, int(info.ContentLength))
+	return nil
+}
+
+// responseParams are the query parameters that override a GET's response
+// headers, with the header each sets.
+var responseParams = map[string]string{
+	"response-content-type":        "Content-Type",
+	"response-content-language":    "Content-Language",
+	"response-expires":             "Expires",
+	"response-cache-control":       "Cache-Control",
+	"response-content-disposition": "Content-Disposition",
+	"response-content-encoding":    "Content-Encoding",
+}
+
+func getOptions(ctx *fasthttp.RequestCtx, rng *byteRange) s3source.GetOptions {
+	h := &ctx.Request.Header
+	o := s3source.GetOptions{
+		Range:             rng.source(),
+		Checksum:          strings.EqualFold(string(h.Peek("x-amz-checksum-mode")), "ENABLED"),
+		IfMatch:           string(h.Peek("If-Match")),
+		IfNoneMatch:       string(h.Peek("If-None-Match")),
+		IfModifiedSince:   string(h.Peek("If-Modified-Since")),
+		IfUnmodifiedSince: string(h.Peek("If-Unmodified-Since")),
+	}
+	q := ctx.QueryArgs()
+	if n, err := strconv.Atoi(string(q.Peek("partNumber"))); err == nil && n > 0 {
+		o.PartNumber = n
+	}
+	for p := range responseParams {
+		if v := q.Peek(p); len(v) > 0 {
+			if o.Response == nil {
+				o.Response = url.Values{}
+			}
+			o.Response.Set(p, string(v))
+		}
+	}
+	return o
+}
+
+// errNotModified answers a GET or HEAD whose If-None-Match or
+// If-Modified-Since condition holds.
+var errNotModified = &s3Error{http.StatusNotModified, "NotModified", "Not Modified"}
+
+var errPreconditionFailed = &s3Error{http.StatusPreconditionFailed, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"}
+
+// checkConditions evaluates a request's conditional headers against a
+// local object as S3 does: If-Match before If-Unmodified-Since, and
+// If-None-Match before If-Modified-Since.
+func checkConditions(h *fasthttp.RequestHeader, etag string, mod time.Time) error {
+	match := func(list string) bool {
+		for v := range strings.SplitSeq(list, ",") {
+			v = strings.TrimSpace(v)
+			if v == "*" || strings.Trim(v, `"`) == etag {
+				return true
+			}
+		}
+		return false
+	}
+	since := func(name string) (time.Time, bool) {
+		t, err := http.ParseTime(string(h.Peek(name)))
+		return t, err == nil
+	}
+	mod = mod.Truncate(time.Second)
+	if v := string(h.Peek("If-Match")); v != "" {
+		if !match(v) {
+			return errPreconditionFailed
+		}
+	} else if t, ok := since("If-Unmodified-Since"); ok && mod.After(t) {
+		return errPreconditionFailed
+	}
+	if v := string(h.Peek("If-None-Match")); v != "" {
+		if match(v) {
+			return errNotModified
+		}
+	} else if t, ok := since("If-Modified-Since"); ok && !mod.After(t) {
+		return errNotModified
+	}
 	return nil
 }
 
@@ -102,15 +184,25 @@ func (s *Server) serveLocal(r *request, ref store.Ref, rng *byteRange, head bool
 			s.log.Warn("open local object", "object", ref.String(), "error", err)
 			return false, nil
 		}
+		if info.ETag == "" {
+			// Without an ETag no condition can be judged here.
+			if h := &r.ctx.Request.Header; len(h.Peek("If-Match")) > 0 || len(h.Peek("If-None-Match")) > 0 {
+				f.Close()
+				return false, nil
+			}
+		}
+		if err := checkConditions(&r.ctx.Request.Header, info.ETag, info.LastModified); err != nil {
+			f.Close()
+			setLocalHeaders(r.ctx, ref, info)
+			return true, err
+		}
 		return true, s.sendFile(r, ref, f, info, rng, head)
 	}
 	return false, nil
 }
 
-// sendFile answers from an open store file (sendfile where the platform
-// allows: fasthttp hands an *os.File to the connection's ReadFrom).
-func (s *Server) sendFile(r *request, ref store.Ref, f *os.File, info store.Info, rng *byteRange, head bool) error {
-	h := &r.ctx.Response.Header
+func setLocalHeaders(ctx *fasthttp.RequestCtx, ref store.Ref, info store.Info) {
+	h := &ctx.Response.Header
 	if info.ETag != "" {
 		h.Set("ETag", quoteETag(info.ETag))
 	}
@@ -121,6 +213,19 @@ func (s *Server) sendFile(r *request, ref store.Ref, f *os.File, info store.Info
 	} else {
 		h.SetContentType("application/octet-stream")
 	}
+	q := ctx.QueryArgs()
+	for p, name := range responseParams {
+		if v := q.Peek(p); len(v) > 0 {
+			h.Set(name, string(v))
+		}
+	}
+}
+
+// sendFile answers from an open store file (sendfile where the platform
+// allows: fasthttp hands an *os.File to the connection's ReadFrom).
+func (s *Server) sendFile(r *request, ref store.Ref, f *os.File, info store.Info, rng *byteRange, head bool) error {
+	h := &r.ctx.Response.Header
+	setLocalHeaders(r.ctx, ref, info)
 	s.metrics.reads.WithLabelValues("local").Inc()
 	off, n := int64(0), info.Size
 	status := http.StatusOK
@@ -498,6 +603,7 @@ func putOptions(ctx *fasthttp.RequestCtx) s3source.PutOptions {
 		}
 	}
 	o.ContentEncoding = strings.Join(enc, ",")
+	o.ChecksumAlgorithm = checksumAlgorithm(h)
 	h.VisitAll(func(k, v []byte) {
 		name := strings.ToLower(string(k))
 		if meta, ok := strings.CutPrefix(name, "x-amz-meta-"); ok {
@@ -508,6 +614,20 @@ func putOptions(ctx *fasthttp.RequestCtx) s3source.PutOptions {
 		}
 	})
 	return o
+}
+
+// checksumAlgorithm is the checksum a PUT declared (as a header, a trailer
+// or the SDK's algorithm header), for the bucket to store too.
+func checksumAlgorithm(h *fasthttp.RequestHeader) string {
+	for _, alg := range []string{"crc32", "crc32c", "crc64nvme", "sha1", "sha256"} {
+		if len(h.Peek("x-amz-checksum-"+alg)) > 0 {
+			return strings.ToUpper(alg)
+		}
+	}
+	if alg, ok := strings.CutPrefix(strings.ToLower(strings.TrimSpace(string(h.Peek("x-amz-trailer")))), "x-amz-checksum-"); ok {
+		return strings.ToUpper(alg)
+	}
+	return strings.ToUpper(string(h.Peek("x-amz-sdk-checksum-algorithm")))
 }
 
 // localCopy writes an uploaded object into the store as it streams to the
@@ -575,4 +695,57 @@ func (s *Server) deleteObject(r *request) error {
 	}
 	r.ctx.SetStatusCode(http.StatusNoContent)
 	return nil
+}
+
+// maxDeleteKeys is S3's limit on one DeleteObjects request.
+const maxDeleteKeys = 1000
+
+// deleteObjects deletes up to 1000 keys, each as DeleteObject does (the
+// bucket first, then the local copy), and reports each key's result.
+func (s *Server) deleteObjects(r *request) error {
+	body, err := s.openBody(r)
+	if err != nil {
+		return err
+	}
+	data, err := io.ReadAll(io.LimitReader(body, s.cfg.MaxXMLBytes+1))
+	if err != nil {
+		return err
+	}
+	if int64(len(data)) > s.cfg.MaxXMLBytes {
+		return errorf(http.StatusBadRequest, "MaxMessageLengthExceeded", "Your request was too big.")
+	}
+	var req xmlDeleteRequest
+	if err := xml.Unmarshal(data, &req); err != nil || len(req.Objects) == 0 || len(req.Objects) > maxDeleteKeys {
+		return errMalformedXML
+	}
+	ctx, cancel := context.WithTimeout(s.base, s.cfg.UpstreamTimeout)
+	defer cancel()
+	out := xmlDeleteResult{Xmlns: s3NS}
+	for _, o := range req.Objects {
+		if !validKey(o.Key) || o.VersionID != "" {
+			e := errInvalidKey
+			if o.VersionID != "" {
+				e = errNotImplemented
+			}
+			out.Errors = append(out.Errors, xmlDeleteError{Key: o.Key, Code: e.Code, Message: e.Message})
+			continue
+		}
+		start := time.Now()
+		err := s.up.Delete(ctx, o.Key)
+		s.metrics.upstream.WithLabelValues("DeleteObject").Observe(time.Since(start).Seconds())
+		if err == nil {
+			if ref, ok := s.refOf(o.Key); ok {
+				err = s.st.Remove(ref)
+			}
+		}
+		if err != nil {
+			e := s3ErrorOf(err)
+			out.Errors = append(out.Errors, xmlDeleteError{Key: o.Key, Code: e.Code, Message: e.Message})
+			continue
+		}
+		if !req.Quiet {
+			out.Deleted = append(out.Deleted, xmlDeleted{Key: o.Key})
+		}
+	}
+	return s.writeXML(r, http.StatusOK, out)
 }

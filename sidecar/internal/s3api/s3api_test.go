@@ -708,3 +708,98 @@ func testLogger(t *testing.T) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
+
+func TestConditionalGetOfLocalObject(t *testing.T) {
+	h := newHarness(t)
+	k := packKey("serde", 0x31)
+	data := packBytes(4096, 9)
+	if err := h.put(k, data); err != nil {
+		t.Fatal(err)
+	}
+	etag := `"` + md5hex(data) + `"`
+	future := time.Now().Add(time.Hour)
+	past := time.Now().Add(-time.Hour)
+	cases := []struct {
+		name string
+		in   s3.GetObjectInput
+		code int
+	}{
+		{"if-match hit", s3.GetObjectInput{IfMatch: aws.String(etag)}, 200},
+		{"if-match miss", s3.GetObjectInput{IfMatch: aws.String(`"0123"`)}, 412},
+		{"if-match miss with range", s3.GetObjectInput{IfMatch: aws.String(`"0123"`), Range: aws.String("bytes=0-9")}, 412},
+		{"if-none-match hit", s3.GetObjectInput{IfNoneMatch: aws.String(etag)}, 304},
+		{"if-modified-since later", s3.GetObjectInput{IfModifiedSince: aws.Time(future)}, 304},
+		{"if-modified-since earlier", s3.GetObjectInput{IfModifiedSince: aws.Time(past)}, 200},
+		{"if-unmodified-since earlier", s3.GetObjectInput{IfUnmodifiedSince: aws.Time(past)}, 412},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			in := tc.in
+			in.Bucket, in.Key = aws.String(testBucket), aws.String(k)
+			out, err := h.client.GetObject(context.Background(), &in)
+			code := 200
+			var re interface{ HTTPStatusCode() int }
+			if err != nil {
+				if !errors.As(err, &re) {
+					t.Fatal(err)
+				}
+				code = re.HTTPStatusCode()
+			} else {
+				out.Body.Close()
+			}
+			if code != tc.code {
+				t.Fatalf("status %d, want %d (%v)", code, tc.code, err)
+			}
+		})
+	}
+	if n := h.fb.getCount(k); n != 0 {
+		t.Fatalf("conditions on a local object cost %d upstream GETs", n)
+	}
+}
+
+func TestResponseOverridesOfLocalObject(t *testing.T) {
+	h := newHarness(t)
+	k := packKey("serde", 0x32)
+	if err := h.put(k, packBytes(100, 1)); err != nil {
+		t.Fatal(err)
+	}
+	out, err := h.client.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String(testBucket), Key: aws.String(k),
+		ResponseContentType: aws.String("text/plain"), ResponseContentDisposition: aws.String(`attachment; filename="p"`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.Body.Close()
+	if aws.ToString(out.ContentType) != "text/plain" || aws.ToString(out.ContentDisposition) != `attachment; filename="p"` {
+		t.Fatalf("overrides not applied: %q %q", aws.ToString(out.ContentType), aws.ToString(out.ContentDisposition))
+	}
+}
+
+func TestDeleteObjects(t *testing.T) {
+	h := newHarness(t)
+	keys := []string{packKey("serde", 0x33), testPrefix + "/_manifests/a.json", testPrefix + "/other/b"}
+	for _, k := range keys {
+		if err := h.put(k, packBytes(64, 2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ids []types.ObjectIdentifier
+	for _, k := range append(keys, "bad/../key") {
+		ids = append(ids, types.ObjectIdentifier{Key: aws.String(k)})
+	}
+	out, err := h.client.DeleteObjects(context.Background(), &s3.DeleteObjectsInput{Bucket: aws.String(testBucket),
+		Delete: &types.Delete{Objects: ids}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Deleted) != 3 || len(out.Errors) != 1 || aws.ToString(out.Errors[0].Key) != "bad/../key" {
+		t.Fatalf("deleted %d, errors %+v", len(out.Deleted), out.Errors)
+	}
+	for _, k := range keys {
+		if _, ok := h.fb.object(k); ok {
+			t.Errorf("%s still in the bucket", k)
+		}
+	}
+	if h.st.Stats().Objects != 0 {
+		t.Fatal("local copy kept after DeleteObjects")
+	}
+}

@@ -112,8 +112,8 @@ func (c Config) withDefaults() Config {
 
 // Upstream is the real bucket (s3source.Bucket).
 type Upstream interface {
-	GetRange(ctx context.Context, key string, r *s3source.ByteRange) (io.ReadCloser, s3source.ObjectInfo, error)
-	StatInfo(ctx context.Context, key string) (s3source.ObjectInfo, error)
+	Get(ctx context.Context, key string, o s3source.GetOptions) (io.ReadCloser, s3source.ObjectInfo, error)
+	Head(ctx context.Context, key string, o s3source.GetOptions) (s3source.ObjectInfo, error)
 	Put(ctx context.Context, key string, body io.Reader, size int64, opt s3source.PutOptions) (s3source.PutResult, error)
 	Delete(ctx context.Context, key string) error
 	ListV2(ctx context.Context, p s3source.ListParams) (s3source.ListResult, error)

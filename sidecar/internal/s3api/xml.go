@@ -95,6 +95,32 @@ type xmlInitiateMultipart struct {
 	UploadID string `xml:"UploadId"`
 }
 
+type xmlDeleteRequest struct {
+	XMLName xml.Name `xml:"Delete"`
+	Quiet   bool
+	Objects []struct {
+		Key       string
+		VersionID string `xml:"VersionId"`
+	} `xml:"Object"`
+}
+
+type xmlDeleted struct {
+	Key string
+}
+
+type xmlDeleteError struct {
+	Key     string
+	Code    string
+	Message string
+}
+
+type xmlDeleteResult struct {
+	XMLName xml.Name         `xml:"DeleteResult"`
+	Xmlns   string           `xml:"xmlns,attr"`
+	Deleted []xmlDeleted     `xml:"Deleted"`
+	Errors  []xmlDeleteError `xml:"Error"`
+}
+
 type xmlCompleteRequest struct {
 	XMLName xml.Name `xml:"CompleteMultipartUpload"`
 	Parts   []struct {
