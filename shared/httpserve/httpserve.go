@@ -535,3 +535,17 @@ type slogPrinter struct{ l *slog.Logger }
 func (p slogPrinter) Printf(format string, args ...any) {
 	p.l.Debug(fmt.Sprintf(format, args...), "component", "fasthttp")
 }
+
+// IsLoopback reports whether addr (host:port) binds only the loopback
+// interface; an empty host or an unspecified address binds every one.
+func IsLoopback(addr string) (bool, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false, fmt.Errorf("parse listen address %q: %w", addr, err)
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true, nil
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback(), nil
+}

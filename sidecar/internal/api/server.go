@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -170,7 +169,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, errors.New("create planner surface: no metrics registry")
 	}
 	auth := bearer.New(cfg.Token)
-	loopback, err := isLoopback(cfg.Addr)
+	loopback, err := httpserve.IsLoopback(cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("create planner surface: %w", err)
 	}
@@ -214,19 +213,6 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	return s, nil
 }
 
-// isLoopback reports whether addr (host:port) binds only the loopback
-// interface. An empty host or an unspecified address binds every interface.
-func isLoopback(addr string) (bool, error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false, fmt.Errorf("parse listen address %q: %w", addr, err)
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true, nil
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.IsLoopback(), nil
-}
 
 // Serve serves on ln until Stop; tests hand it an in-memory listener.
 func (s *Server) Serve(ln net.Listener) error {

@@ -65,19 +65,11 @@ func (s *Server) uploadPart(r *request, q *fasthttp.Args, uploadID string) error
 }
 
 func (s *Server) completeMultipart(r *request, uploadID string) error {
-	body, err := s.openBody(r)
-	if err != nil {
-		return err
-	}
-	data, err := io.ReadAll(io.LimitReader(body, s.cfg.MaxXMLBytes+1))
-	if err != nil {
-		return err
-	}
-	if int64(len(data)) > s.cfg.MaxXMLBytes {
-		return errorf(http.StatusBadRequest, "MaxMessageLengthExceeded", "Your request was too big.")
-	}
 	var req xmlCompleteRequest
-	if err := xml.Unmarshal(data, &req); err != nil || len(req.Parts) == 0 {
+	if err := s.readXML(r, &req); err != nil {
+		return err
+	}
+	if len(req.Parts) == 0 {
 		return errMalformedXML
 	}
 	parts := make([]s3source.CompletedPart, 0, len(req.Parts))
@@ -144,4 +136,23 @@ func (s *Server) listParts(r *request, q *fasthttp.Args, uploadID string) error 
 		out.Parts = append(out.Parts, xmlPart{PartNumber: p.Number, LastModified: s3Time(p.LastModified), ETag: quoteETag(p.ETag), Size: p.Size})
 	}
 	return s.writeXML(r, http.StatusOK, out)
+}
+
+// readXML reads a request's XML body (verified, at most MaxXMLBytes) into v.
+func (s *Server) readXML(r *request, v any) error {
+	body, err := s.openBody(r)
+	if err != nil {
+		return err
+	}
+	data, err := io.ReadAll(io.LimitReader(body, s.cfg.MaxXMLBytes+1))
+	if err != nil {
+		return err
+	}
+	if int64(len(data)) > s.cfg.MaxXMLBytes {
+		return errorf(http.StatusBadRequest, "MaxMessageLengthExceeded", "Your request was too big.")
+	}
+	if err := xml.Unmarshal(data, v); err != nil {
+		return errMalformedXML
+	}
+	return nil
 }

@@ -3,7 +3,6 @@ package s3api
 import (
 	"bytes"
 	"context"
-	"encoding/xml"
 	"errors"
 	"io"
 	"net/http"
@@ -703,19 +702,11 @@ const maxDeleteKeys = 1000
 // deleteObjects deletes up to 1000 keys, each as DeleteObject does (the
 // bucket first, then the local copy), and reports each key's result.
 func (s *Server) deleteObjects(r *request) error {
-	body, err := s.openBody(r)
-	if err != nil {
-		return err
-	}
-	data, err := io.ReadAll(io.LimitReader(body, s.cfg.MaxXMLBytes+1))
-	if err != nil {
-		return err
-	}
-	if int64(len(data)) > s.cfg.MaxXMLBytes {
-		return errorf(http.StatusBadRequest, "MaxMessageLengthExceeded", "Your request was too big.")
-	}
 	var req xmlDeleteRequest
-	if err := xml.Unmarshal(data, &req); err != nil || len(req.Objects) == 0 || len(req.Objects) > maxDeleteKeys {
+	if err := s.readXML(r, &req); err != nil {
+		return err
+	}
+	if len(req.Objects) == 0 || len(req.Objects) > maxDeleteKeys {
 		return errMalformedXML
 	}
 	ctx, cancel := context.WithTimeout(s.base, s.cfg.UpstreamTimeout)

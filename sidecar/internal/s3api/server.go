@@ -199,7 +199,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, fmt.Errorf("create S3 surface: %w", err)
 	}
 	if !cfg.AllowRemote {
-		loopback, err := isLoopback(cfg.Addr)
+		loopback, err := httpserve.IsLoopback(cfg.Addr)
 		if err != nil {
 			return nil, fmt.Errorf("create S3 surface: %w", err)
 		}
@@ -235,19 +235,6 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	return s, nil
 }
 
-// isLoopback reports whether addr (host:port) binds only the loopback
-// interface.
-func isLoopback(addr string) (bool, error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false, fmt.Errorf("parse listen address %q: %w", addr, err)
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true, nil
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.IsLoopback(), nil
-}
 
 // Serve serves on ln until Stop; tests hand it an in-memory listener.
 func (s *Server) Serve(ln net.Listener) error { return s.http.Serve(ln) }
