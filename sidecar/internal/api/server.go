@@ -213,7 +213,6 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	return s, nil
 }
 
-
 // Serve serves on ln until Stop; tests hand it an in-memory listener.
 func (s *Server) Serve(ln net.Listener) error {
 	s.startWorker()
