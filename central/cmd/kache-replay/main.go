@@ -2,7 +2,7 @@
 // format of shared/traces/README.md) under every prefetch planning policy
 // and scores them (issue 5). See central/internal/replay/README.md.
 //
-//	kache-replay --trace DIR --json FILE [--png FILE] [--seed N]
+//	kache-replay --trace DIR --json FILE [--png FILE] [--seed N] [--context none|warm] [--namespace TEMPLATE]
 //	kache-replay from-git --repo CHECKOUT --out DIR [--ref REF]
 package main
 
@@ -40,6 +40,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	pngOut := fs.String("png", "", "chart of recall and byte precision over the history (optional)")
 	seed := fs.Uint64("seed", 1, "seed of the build model")
 	namespace := fs.String("namespace", replay.DefaultConfig(0).Namespace, `KACHE_NAMESPACE template of each job ("{target}", "{profile}", "{features}"); empty = unset`)
+	context := fs.String("context", string(replay.ContextWarm), "what the planner is told about each job: none (kache and the sidecar's own configuration) or warm (plus what kache-sidecar warm learns in the job)")
+	commits := fs.Int("commits", 0, "replay only the first N commits in build order (0 = all; a measurement aid)")
+	noSplit := fs.Bool("no-family-split", false, "the sidecar model does not split profile-less plans by profile nor prune by the build's first reads (a measurement aid)")
 	only := fs.String("only", "", "score only these policies (comma-separated; none is always scored); the results file then lacks the others")
 	quiet := fs.Bool("quiet", false, "no progress on stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
@@ -63,12 +66,19 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 
 	started := time.Now()
+	ctx, err := replay.ParseContext(*context)
+	if err != nil {
+		return err
+	}
 	t, err := replay.LoadTrace(*trace)
 	if err != nil {
 		return err
 	}
 	cfg := replay.DefaultConfig(*seed)
 	cfg.Namespace = *namespace
+	cfg.Context = ctx
+	cfg.MaxCommits = *commits
+	cfg.NoFamilySplit = *noSplit
 	if *only != "" {
 		cfg.Only = strings.Split(*only, ",")
 	}

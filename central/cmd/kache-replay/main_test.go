@@ -39,6 +39,40 @@ func TestRun(t *testing.T) {
 	}
 }
 
+func TestRunContextFlags(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"--context", "none", "--namespace", ""},
+		{"--context", "warm", "--commits", "3", "--no-family-split"},
+	} {
+		out := filepath.Join(dir, "r.json")
+		var stdout, stderr bytes.Buffer
+		err := run(append([]string{"--trace", "../../internal/replay/testdata/tiny", "--json", out, "--quiet"}, args...), &stdout, &stderr)
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, stderr.String())
+		}
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res struct {
+			Model struct {
+				Context   string `json:"context"`
+				Namespace string `json:"namespace"`
+			} `json:"model"`
+		}
+		if err := json.Unmarshal(b, &res); err != nil {
+			t.Fatal(err)
+		}
+		if res.Model.Context != args[1] || args[2] == "--namespace" && res.Model.Namespace != "" {
+			t.Errorf("%v: model %+v", args, res.Model)
+		}
+		if !strings.Contains(stdout.String(), "context "+args[1]) {
+			t.Errorf("table header:\n%s", stdout.String())
+		}
+	}
+}
+
 func TestRunRejects(t *testing.T) {
 	tests := []struct {
 		name string
@@ -48,6 +82,7 @@ func TestRunRejects(t *testing.T) {
 		{"no json", []string{"--trace", "x"}},
 		{"missing trace", []string{"--trace", "does-not-exist", "--json", "x.json"}},
 		{"unknown flag", []string{"--trace", "../../internal/replay/testdata/tiny", "--json", "x.json", "--experimental"}},
+		{"unknown context", []string{"--trace", "../../internal/replay/testdata/tiny", "--json", "x.json", "--context", "full"}},
 		{"from-git without repo", []string{"from-git", "--out", "x"}},
 	}
 	for _, tt := range tests {

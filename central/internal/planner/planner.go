@@ -99,17 +99,30 @@ func (p *Planner) Name() string { return p.cfg.Name }
 // use_fallback plan with the outcome saying why, and err carries the cause of
 // a planning error for the caller to log.
 func (p *Planner) Plan(intent *wire.BuildIntent) (plan wire.PrefetchPlan, outcome Outcome, err error) {
+	return p.plan(intent, p.idx)
+}
+
+// plan is Plan reading idx.
+func (p *Planner) plan(intent *wire.BuildIntent, idx Index) (plan wire.PrefetchPlan, outcome Outcome, err error) {
 	plan = wire.PrefetchPlan{
 		PlanID:      "plan-" + strconv.FormatInt(p.now().UnixMilli(), 10),
 		Planner:     p.cfg.Name,
 		Disposition: wire.UseFallback,
 		Candidates:  []wire.PrefetchCandidate{},
 	}
-	if p.idx.ArtifactCount() == 0 {
+	if idx.ArtifactCount() == 0 {
 		return plan, OutcomeNoState, nil
 	}
 	norm := compose.NormalizeIntent(intent)
-	src := &indexSource{idx: p.idx, intent: norm, perCrate: p.cfg.Limits.KeyCachePerCrate, perVersion: p.cfg.VariantsPerVersion}
+	if norm.Namespace == nil && len(norm.CargoLockDeps) > 0 {
+		// kache sends lock deps only with a namespace; kache-sidecar sends
+		// them always (warm reads the workspace's Cargo.lock). Ingest links
+		// the lock deps of a manifest without a namespace under the empty
+		// one, so that is where the shard pass finds them.
+		none := ""
+		norm.Namespace = &none
+	}
+	src := &indexSource{idx: idx, intent: norm, perCrate: p.cfg.Limits.KeyCachePerCrate, perVersion: p.cfg.VariantsPerVersion}
 	cands, comp, err := compose.Compose(norm, src, p.cfg.Limits)
 	if err != nil {
 		return plan, OutcomePlanningError, fmt.Errorf("compose plan: %w", err)
@@ -140,6 +153,13 @@ type indexSource struct {
 	// versions, and the history and key-cache passes, which can only offer
 	// keys of other versions or other jobs, are skipped.
 	nsKnown bool
+	// unmatched are crates whose locked versions were built in the
+	// namespace, but whose kept keys there are all of other dimensions
+	// than the intent's. A namespace shared by several jobs (the empty
+	// one, where lock deps without a namespace are linked) keeps a few
+	// newest keys per dep across all of them, so the history pass may
+	// still find the right one.
+	unmatched map[string]bool
 }
 
 // ShardCandidates starts from the keys of the latest build with the intent's
@@ -215,6 +235,12 @@ func (s *indexSource) ShardCandidates(namespace string, deps []wire.LockDep) ([]
 		}
 		s.nsKnown = true
 		vs, _ = compose.CapTo(s.rank(vs, built == 1), built*s.perVersion)
+		if len(vs) == 0 {
+			if s.unmatched == nil {
+				s.unmatched = make(map[string]bool)
+			}
+			s.unmatched[crateOf[first]] = true
+		}
 		for i := range vs {
 			out = append(out, candidate(&vs[i]))
 		}
@@ -223,21 +249,49 @@ func (s *indexSource) ShardCandidates(namespace string, deps []wire.LockDep) ([]
 }
 
 func (s *indexSource) HistoryCandidates(crates []string) ([]wire.PrefetchCandidate, error) {
-	if s.nsKnown {
-		return nil, nil
-	}
 	out := make([]wire.PrefetchCandidate, 0, 2*len(crates))
 	for _, c := range crates {
+		if s.nsKnown && !s.unmatched[c] {
+			continue
+		}
 		vs, err := s.idx.Variants(c)
 		if err != nil {
 			return nil, err
 		}
-		vs = s.rank(vs, true)
+		vs = newestBuilds(s.rank(vs, true))
 		for i := range vs {
 			out = append(out, candidate(&vs[i]))
 		}
 	}
 	return out, nil
+}
+
+// newestBuilds keeps, of a crate's ranked variants, the keys the newest
+// build of each family (target, profile, toolchain, as far as known) used:
+// a build of the crate needs one key per locked version of it, and without
+// lock deps the keys the family's latest build used are the best guess of
+// both which and how many. The second-newest key of a family is an older
+// version's or an older build's, and almost never needed again. A build
+// sees all its keys at once, so they share their last-seen time. The order
+// of vs is kept; the result may share vs's array and must not be modified.
+func newestBuilds(vs []store.Variant) []store.Variant {
+	type family struct{ target, profile, toolchain string }
+	newest := make(map[family]int64, 4)
+	for i := range vs {
+		f := family{vs[i].Target, vs[i].Profile, vs[i].Toolchain}
+		newest[f] = max(newest[f], vs[i].LastSeenMs)
+	}
+	keep := func(v *store.Variant) bool { return v.LastSeenMs == newest[family{v.Target, v.Profile, v.Toolchain}] }
+	if !slices.ContainsFunc(vs, func(v store.Variant) bool { return !keep(&v) }) {
+		return vs
+	}
+	out := make([]store.Variant, 0, len(vs))
+	for i := range vs {
+		if keep(&vs[i]) {
+			out = append(out, vs[i])
+		}
+	}
+	return out
 }
 
 func (s *indexSource) KeyCacheKeys(crate string) ([]string, error) {

@@ -192,6 +192,115 @@ func TestPlanVariantChoice(t *testing.T) {
 	}
 }
 
+// TestPlanWithoutNamespace covers intents with KACHE_NAMESPACE unset,
+// kache's default: kache-sidecar adds the job's dimensions and, after warm,
+// the workspace's lock deps, which ingest links under the empty namespace.
+func TestPlanWithoutNamespace(t *testing.T) {
+	const (
+		linux = "x86_64-unknown-linux-gnu"
+		mac   = "aarch64-apple-darwin"
+	)
+	b := func(target, profile string, entries map[string]int, deps ...string) build {
+		return build{target: target, profile: profile, toolchain: "1.82.0", entries: entries, deps: deps}
+	}
+	noNS := func(target, profile string, deps ...string) wire.BuildIntent {
+		in := intent("", target, profile, "1.82.0", deps...)
+		in.Namespace = nil
+		return in
+	}
+	tests := []struct {
+		name   string
+		builds []build
+		intent wire.BuildIntent
+		want   []int
+	}{
+		{
+			name: "lock deps pick the job's key per locked version",
+			builds: []build{
+				b(linux, "debug", map[string]int{"serde": 1, "log": 5}, "serde@1.0.0", "log@0.4.0"),
+				b(linux, "release", map[string]int{"serde": 2, "log": 6}, "serde@1.0.0", "log@0.4.0"),
+				b(linux, "release", map[string]int{"serde": 3, "log": 7}, "serde@1.0.1", "log@0.4.0"),
+			},
+			intent: noNS(linux, "release", "serde@1.0.0", "log@0.4.0"),
+			want:   []int{2, 7},
+		},
+		{
+			// The empty namespace keeps a few newest keys per dep across
+			// every job; when they are all other jobs', history may still
+			// hold the job's.
+			name: "dep keys all of other jobs: history",
+			builds: []build{
+				b(linux, "release", map[string]int{"serde": 1}, "serde@1.0.0"),
+				b(mac, "debug", map[string]int{"serde": 2}, "serde@1.0.0"),
+				b(mac, "debug", map[string]int{"serde": 3}, "serde@1.0.0"),
+				b(mac, "debug", map[string]int{"serde": 4}, "serde@1.0.0"),
+				b(mac, "debug", map[string]int{"serde": 5}, "serde@1.0.0"),
+			},
+			intent: noNS(linux, "release", "serde@1.0.0"),
+			want:   []int{1},
+		},
+		{
+			// No lock deps, no profile: the newest build of each profile,
+			// not the two newest keys (3 and 1, both debug).
+			name: "history: the newest build of each family",
+			builds: []build{
+				b(linux, "release", map[string]int{"serde": 2}),
+				b(linux, "debug", map[string]int{"serde": 1}),
+				b(linux, "debug", map[string]int{"serde": 3}),
+			},
+			intent: wire.BuildIntent{CrateNames: []string{"serde"}, CargoLockDeps: []wire.LockDep{}, Target: linux},
+			want:   []int{2, 3},
+		},
+		{
+			// A crate locked at two versions: the family's newest build
+			// used two keys, and both are planned.
+			name: "history: every key of the family's newest build",
+			builds: []build{
+				b(linux, "debug", map[string]int{"syn": 4}),
+				b(linux, "debug", map[string]int{"syn": 1, "syn#2": 2}),
+			},
+			intent: wire.BuildIntent{CrateNames: []string{"syn"}, CargoLockDeps: []wire.LockDep{}, Target: linux, Profile: "debug"},
+			want:   []int{1, 2},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, err := store.OpenStorage(storage.NewMemStorage(), store.Options{NoSync: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			for i, b := range tt.builds {
+				obs, err := ingest.Manifest(b.manifest(int64(1000*(i+1))), time.Now())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := st.Apply(obs); err != nil {
+					t.Fatal(err)
+				}
+			}
+			in := tt.intent
+			plan, _, err := New(st, Config{}).Plan(&in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []int
+			for _, c := range plan.Candidates {
+				var k int
+				fmt.Sscanf(c.CacheKey, "%x", &k)
+				got = append(got, k)
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("planned keys %v, want %v", got, tt.want)
+			}
+			if tt.intent.Namespace != nil || in.Namespace != nil {
+				t.Error("the caller's intent gained a namespace")
+			}
+		})
+	}
+}
+
 // intent is what kache-sidecar sends: kache's fields plus the dimensions.
 func intent(ns, target, profile, toolchain string, deps ...string) wire.BuildIntent {
 	in := wire.BuildIntent{Namespace: &ns, CargoLockDeps: lockDeps(deps), Target: target, Profile: profile, Toolchain: toolchain}

@@ -24,10 +24,21 @@ type Build struct {
 	LockSHA   string
 	// First is true on every job of a branch's first commit.
 	First bool
+	// MainLine is true on the first-parent line of the default branch.
+	MainLine bool
+	// Host is the runner's host triple, what a sidecar knows from its own
+	// configuration; every modeled job builds for its host.
+	Host string
+	// Runner is the CI context warm reads from the job's environment.
+	Runner *wire.RunnerContext
 	// Units are what the build compiles, dependencies first.
 	Units []Unit
 	// Intent is exactly what kache sends (kache-protocol.md 3.7).
 	Intent wire.BuildIntent
+	// Uploaded[i] says unit i was uploaded by this build: it compiled it
+	// and the bucket did not hold it when the build completed. Set at
+	// completion.
+	Uploaded []bool
 }
 
 // Unit is one crate version a build compiles.
@@ -69,8 +80,10 @@ func newBuild(r *runner, seq, commit, jobIndex int, g *LockGraph) *Build {
 		Toolchain: Toolchain(r.sched.StartMs[commit]/1000, r.cfg.ToolchainLagSec),
 		StartMs:   r.sched.StartMs[commit],
 		Lock:      g, LockSHA: c.Lock,
-		First: r.sched.FirstOfBranch[commit],
+		First: r.sched.FirstOfBranch[commit], MainLine: c.FirstParent,
+		Host: job.Target,
 	}
+	b.Runner = b.runnerContext(r.trace.Project, c.Commit)
 	keys := UnitKeys(g, c.Members, job, b.Toolchain, c.Lock)
 	unitOf := make(map[int]int, len(g.Units))
 	b.Units = make([]Unit, len(g.Units))
@@ -100,10 +113,12 @@ func newBuild(r *runner, seq, commit, jobIndex int, g *LockGraph) *Build {
 	return b
 }
 
-// Manifest is what `kache save-manifest` writes after the build: one entry
-// per key with the crate name, compile time and size, plus the ingest
-// extensions central accepts (namespace, lock deps, target, profile,
-// toolchain), which a sidecar adds. Entries are in build order.
+// Manifest is what the policies other than planner learn from after the
+// build: `kache save-manifest`'s entries (one per key with the crate name,
+// compile time and size, in build order) with the namespace and lock deps
+// of a namespaced build, which kache's shards and a seed exporter carry, and
+// the job's target, profile and toolchain. The planner learns only what
+// production delivers to central (deliveries).
 func (b *Build) Manifest(endMs int64) wire.BuildManifest {
 	m := wire.BuildManifest{
 		Version:     3,

@@ -13,23 +13,28 @@ import (
 )
 
 // central is our planner through the real central code, in process: the
-// goleveldb store (in memory), ingest of each build manifest and the
-// planner. The intent is kache's plus the target, profile and toolchain a
-// sidecar adds; the manifests carry the ingest extensions (namespace, lock
-// deps, target, profile, toolchain) with created set to the build's end.
+// goleveldb store (in memory), ingest of what production delivers after
+// each build and the planner. Its context decides both: the intent is
+// plannerIntent's, the manifests deliveries', with created set to the
+// build's end.
 type central struct {
 	name string
-	st   *store.Store
-	plan func(*wire.BuildIntent) (wire.PrefetchPlan, error)
+	ctx  Context
+	// split: the sidecar asks once per profile when the intent leaves it
+	// open (splitPlan); last is the last plan's split then.
+	split bool
+	last  *split
+	st    *store.Store
+	plan  func(*wire.BuildIntent) (wire.PrefetchPlan, error)
 }
 
-func newCentral() (*central, error) {
+func newCentral(ctx Context, split bool) (*central, error) {
 	st, err := openMemStore()
 	if err != nil {
 		return nil, err
 	}
 	pl := planner.New(st, planner.Config{})
-	c := &central{name: PolicyPlanner, st: st}
+	c := &central{name: PolicyPlanner, ctx: ctx, split: split, st: st}
 	c.plan = func(in *wire.BuildIntent) (wire.PrefetchPlan, error) {
 		p, _, err := pl.Plan(in)
 		return p, err
@@ -49,30 +54,39 @@ func (c *central) Name() string { return c.name }
 func (*central) remote()        {}
 
 func (c *central) Plan(b *Build) (wire.PrefetchPlan, error) {
-	in := sidecarIntent(b)
-	p, err := c.plan(&in)
+	in := plannerIntent(b, c.ctx)
+	var p wire.PrefetchPlan
+	var err error
+	c.last = nil
+	if c.split && in.Profile == "" && in.Namespace == nil {
+		// No profile and no namespace to tell the job's variants apart:
+		// the sidecar splits the plan by profile.
+		p, c.last, err = splitPlan(in, c.plan)
+	} else {
+		p, err = c.plan(&in)
+	}
 	if err != nil {
 		return wire.PrefetchPlan{}, fmt.Errorf("plan build %d: %w", b.Seq, err)
 	}
 	return p, nil
 }
 
-// sidecarIntent is kache's intent plus the dimensions kache-sidecar adds.
-func sidecarIntent(b *Build) wire.BuildIntent {
-	in := b.Intent
-	in.Target = b.Job.Target
-	in.Profile = b.Job.Profile
-	in.Toolchain = b.Toolchain
-	return in
-}
+func (c *central) lastSplit() *split { return c.last }
 
-func (c *central) Learn(b *Build, m *wire.BuildManifest, endMs int64) error {
-	obs, err := ingest.Manifest(m, time.UnixMilli(endMs))
-	if err != nil {
-		return fmt.Errorf("ingest manifest of build %d: %w", b.Seq, err)
-	}
-	if _, err := c.st.Apply(obs); err != nil {
-		return fmt.Errorf("store manifest of build %d: %w", b.Seq, err)
+// Learn ingests what production delivers for the build; the harness's own
+// manifest (m) is not used.
+func (c *central) Learn(b *Build, _ *wire.BuildManifest, endMs int64) error {
+	for _, m := range deliveries(b, c.ctx, endMs) {
+		if len(m.Entries) == 0 {
+			continue
+		}
+		obs, err := ingest.Manifest(&m, time.UnixMilli(endMs))
+		if err != nil {
+			return fmt.Errorf("ingest %s manifest of build %d: %w", m.ManifestKey, b.Seq, err)
+		}
+		if _, err := c.st.Apply(obs); err != nil {
+			return fmt.Errorf("store %s manifest of build %d: %w", m.ManifestKey, b.Seq, err)
+		}
 	}
 	return nil
 }

@@ -23,7 +23,8 @@ func WriteJSON(path string, res *Result) error {
 // WriteTable prints one row per policy for first builds of branches and for
 // all builds.
 func WriteTable(w io.Writer, res *Result) error {
-	fmt.Fprintf(w, "project %s: %d commits (%d built), %d branches, %d builds, seed %d\n", res.Project, res.Commits, res.BuiltCommits, res.Branches, res.Builds, res.Seed)
+	fmt.Fprintf(w, "project %s: %d commits (%d built), %d branches, %d builds, seed %d, context %s, namespace %q\n",
+		res.Project, res.Commits, res.BuiltCommits, res.Branches, res.Builds, res.Seed, res.Model.Context, res.Model.Namespace)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "policy\tscope\tbuilds\trecall\tbyte_prec\tfetched_GiB\trequests\ton_time\tsaved_h\t")
 	for _, name := range res.Order {

@@ -17,6 +17,9 @@ type Config struct {
 	// "{profile}", "{features}" expand); empty means unset, kache's default,
 	// which turns shards off.
 	Namespace string
+	// Context is what the planner policy is told about each job and what
+	// central learns from it (ContextNone, ContextWarm).
+	Context Context
 	// ToolchainLagSec is how long after a Rust release CI adopts it.
 	ToolchainLagSec int64
 	Cost            CostModel
@@ -26,6 +29,14 @@ type Config struct {
 	// results file then lacks the others). The fallback planner still
 	// answers for remote planners that fall back.
 	Only []string
+	// NoFamilySplit turns off the sidecar's plan split by profile for
+	// intents without a profile or namespace, and the pruning of the other
+	// families once the build's reads reveal its own (a measurement aid).
+	NoFamilySplit bool
+	// MaxCommits, when positive, stops the replay after that many commits
+	// in build order (a measurement aid for iterating; results are for the
+	// commits replayed).
+	MaxCommits int
 	// Progress, when set, is called after each commit.
 	Progress func(done, total int)
 }
@@ -37,6 +48,7 @@ func DefaultConfig(seed uint64) Config {
 		Seed:            seed,
 		Jobs:            DefaultJobs(),
 		Namespace:       "{target}/{profile}",
+		Context:         ContextWarm,
 		ToolchainLagSec: int64(seed*0x9e3779b97f4a7c15>>32) % (14 * 86400),
 		Cost:            DefaultCostModel(seed),
 		Transfer:        DefaultTransferModel(),
@@ -56,6 +68,8 @@ type Result struct {
 	Builds       int                     `json:"builds"`
 	Model        Model                   `json:"model"`
 	Policies     map[string]PolicyResult `json:"policies"`
+	// Splits counts the planner's plans split by profile.
+	Splits SplitStats `json:"splits"`
 	// Order lists the policies in table order.
 	Order []string `json:"-"`
 	// Scores holds each policy's per-build scores in build order.
@@ -69,10 +83,18 @@ type PolicyResult struct {
 	Overall    Summary `json:"overall"`
 }
 
+// SplitStats counts the plans the sidecar split by profile: revealed when a
+// read told the build's profile within the wait.
+type SplitStats struct {
+	Revealed   int `json:"revealed"`
+	Unrevealed int `json:"unrevealed"`
+}
+
 // Model records the build model a result was produced with.
 type Model struct {
 	Jobs            []Job         `json:"jobs"`
 	Namespace       string        `json:"namespace"`
+	Context         Context       `json:"context"`
 	ToolchainLagSec int64         `json:"toolchain_lag_sec"`
 	Cost            CostModel     `json:"cost"`
 	Transfer        TransferModel `json:"transfer"`
@@ -88,6 +110,7 @@ type runner struct {
 	policies []Policy
 	fallback Policy
 	scores   [][]BuildScore
+	splits   SplitStats
 }
 
 // completed is a build whose uploads and manifest become visible at end.
@@ -101,6 +124,9 @@ type completed struct {
 func Run(t *Trace, cfg Config) (res *Result, err error) {
 	if len(cfg.Jobs) == 0 {
 		return nil, errors.New("run replay: no jobs configured")
+	}
+	if _, err := ParseContext(string(cfg.Context)); err != nil {
+		return nil, fmt.Errorf("run replay: %w", err)
 	}
 	r := &runner{trace: t, cfg: cfg, sched: NewSchedule(t), bucket: NewBucket()}
 	closers, err := r.setupPolicies()
@@ -124,7 +150,7 @@ func Run(t *Trace, cfg Config) (res *Result, err error) {
 func (r *runner) setupPolicies() ([]io.Closer, error) {
 	fb := &kacheFallback{bucket: r.bucket}
 	r.fallback = fb
-	c, err := newCentral()
+	c, err := newCentral(r.cfg.Context, !r.cfg.NoFamilySplit)
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +169,11 @@ func (r *runner) replay() error {
 		return a.end < b.end || a.end == b.end && a.build.Seq < b.build.Seq
 	})
 	seq := 0
-	for done, i := range r.sched.Order {
+	order := r.sched.Order
+	if r.cfg.MaxCommits > 0 && r.cfg.MaxCommits < len(order) {
+		order = order[:r.cfg.MaxCommits]
+	}
+	for done, i := range order {
 		start := r.sched.StartMs[i]
 		for pending.Len() > 0 && pending.Peek().end <= start {
 			if err := r.complete(pending.Pop()); err != nil {
@@ -167,7 +197,7 @@ func (r *runner) replay() error {
 			}
 		}
 		if r.cfg.Progress != nil {
-			r.cfg.Progress(done+1, len(r.trace.Commits))
+			r.cfg.Progress(done+1, len(order))
 		}
 	}
 	return nil
@@ -178,16 +208,24 @@ func (r *runner) replay() error {
 // which sets when its uploads become visible, the same for every policy.
 func (r *runner) scoreBuild(b *Build) (float64, error) {
 	var wall float64
+	// demandMs are the build's demand times without prefetching (the
+	// none policy, always scored first).
+	var demandMs []float64
 	for k, p := range r.policies {
 		cands, err := r.plan(p, b)
 		if err != nil {
 			return 0, err
 		}
-		downloads := r.cfg.Transfer.Schedule(r.cfg.Transfer.Admit(cands), r.bucket)
-		sim := r.cfg.Build.Simulate(b, prefetchedUnits(b, downloads), r.cfg.Transfer)
+		tm := r.cfg.Transfer
+		if sp, ok := p.(splitter); ok && sp.lastSplit() != nil {
+			cands, tm.DispatchMs = r.reveal(b, cands, sp.lastSplit(), demandMs)
+		}
+		downloads := tm.Schedule(tm.Admit(cands), r.bucket)
+		sim := r.cfg.Build.Simulate(b, prefetchedUnits(b, downloads), tm)
 		r.scores[k] = append(r.scores[k], scoreBuild(b, downloads, sim))
 		if p.Name() == PolicyNone {
 			wall = sim.WallMs
+			demandMs = sim.DemandMs
 		}
 	}
 	return wall, nil
@@ -218,9 +256,13 @@ func (r *runner) plan(p Policy, b *Build) ([]wire.PrefetchCandidate, error) {
 // the bucket and every policy learns its manifest.
 func (r *runner) complete(c *completed) error {
 	b := c.build
+	b.Uploaded = make([]bool, len(b.Units))
 	for i := range b.Units {
 		u := &b.Units[i]
-		r.bucket.Put(u.Crate, u.Key, u.SizeBytes)
+		if _, ok := r.bucket.Get(u.Crate, u.Key); !ok {
+			b.Uploaded[i] = true
+			r.bucket.Put(u.Crate, u.Key, u.SizeBytes)
+		}
 	}
 	if b.Namespace != nil {
 		r.bucket.writeShards(*b.Namespace, b.Lock.Shards, &c.manifest)
@@ -231,16 +273,17 @@ func (r *runner) complete(c *completed) error {
 		}
 	}
 	// The build's units are no longer needed; keep the score only.
-	b.Units = nil
+	b.Units, b.Uploaded = nil, nil
 	return nil
 }
 
 func (r *runner) result() *Result {
 	res := &Result{
 		Project: r.trace.Project, Seed: r.cfg.Seed, Commits: len(r.trace.Commits), Branches: r.sched.Branches,
-		Model:    Model{Jobs: r.cfg.Jobs, Namespace: r.cfg.Namespace, ToolchainLagSec: r.cfg.ToolchainLagSec, Cost: r.cfg.Cost, Transfer: r.cfg.Transfer, Build: r.cfg.Build},
+		Model:    Model{Jobs: r.cfg.Jobs, Namespace: r.cfg.Namespace, Context: r.cfg.Context, ToolchainLagSec: r.cfg.ToolchainLagSec, Cost: r.cfg.Cost, Transfer: r.cfg.Transfer, Build: r.cfg.Build},
 		Policies: map[string]PolicyResult{},
 		Scores:   map[string][]BuildScore{},
+		Splits:   r.splits,
 	}
 	for _, b := range r.sched.Built {
 		if b {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -110,8 +111,9 @@ func runnerInfo(cfg config.Config) (runner.Info, error) {
 }
 
 // newPlanner builds the planning chain; hints may be nil (warm).
-func newPlanner(cfg config.Config, info runner.Info, h planner.Hints, c *central.Client, bp *bucketplan.Source, log *slog.Logger) (*planner.Planner, error) {
-	deps := planner.Deps{Hints: h, Logger: log}
+func newPlanner(cfg config.Config, info runner.Info, h planner.Hints, c *central.Client, bp *bucketplan.Source,
+	jobs *runner.JobContext, log *slog.Logger) (*planner.Planner, error) {
+	deps := planner.Deps{Hints: h, Logger: log, Jobs: jobs}
 	// Typed nils must not become non-nil interfaces.
 	if c != nil {
 		deps.Central = c
@@ -120,7 +122,8 @@ func newPlanner(cfg config.Config, info runner.Info, h planner.Hints, c *central
 		deps.Bucket = bp
 	}
 	rc := info.Context
-	return planner.New(planner.Config{Name: plannerName, Deadline: cfg.PlanDeadline, Runner: &rc, Target: info.Target, Toolchain: cfg.Toolchain}, deps)
+	return planner.New(planner.Config{Name: plannerName, Deadline: cfg.PlanDeadline, Runner: &rc, Target: info.Target,
+		Toolchain: cfg.Toolchain, ObservesReads: cfg.S3Surface()}, deps)
 }
 
 // timelineReporter sends closed sessions' outcomes to central.
@@ -136,8 +139,9 @@ func newEngine(cfg config.Config, b *s3source.Bucket, st *store.Store, m *prefet
 		return nil
 	}
 	var rep prefetch.Reporter
+	var missing prefetch.MissingReporter
 	if c != nil {
-		rep = timelineReporter{c}
+		rep, missing = timelineReporter{c}, c
 	}
 	pc := prefetch.DefaultConfig()
 	pc.Prefix = prefix(cfg)
@@ -147,6 +151,9 @@ func newEngine(cfg config.Config, b *s3source.Bucket, st *store.Store, m *prefet
 	// so sessions can say what was used; without it they claim nothing.
 	pc.DemandObserved = cfg.S3Surface()
 	pc.DefaultBudget = prefetch.Budget{MaxKeys: cfg.PrefetchMaxKeys, MaxBytes: cfg.PrefetchMaxBytes, Deadline: cfg.PrefetchDeadline}
+	// Planned keys the bucket does not have are reported, so central
+	// stops planning them.
+	pc.Missing = missing
 	return prefetch.New(pc, b, st, m, rep, log.With("component", "prefetch"))
 }
 
@@ -155,7 +162,7 @@ func planOf(intent *wire.BuildIntent, p wire.PrefetchPlan, source string) prefet
 	return prefetch.Plan{ID: p.PlanID, Planner: p.Planner, Source: source, Candidates: p.Candidates, Runner: intent.Runner}
 }
 
-func newS3Surface(cfg config.Config, b *s3source.Bucket, st *store.Store, e *prefetch.Engine, rep s3api.Reporter,
+func newS3Surface(cfg config.Config, b *s3source.Bucket, st *store.Store, e s3api.Demander, rep s3api.Reporter,
 	reg prometheus.Registerer, log *slog.Logger, onErr func(error)) (*s3api.Server, error) {
 	return s3api.New(s3api.Config{
 		Addr: cfg.S3Listen, AllowRemote: cfg.S3AllowRemote, Bucket: cfg.S3Bucket, Region: cfg.S3Region,
@@ -163,13 +170,39 @@ func newS3Surface(cfg config.Config, b *s3source.Bucket, st *store.Store, e *pre
 	}, s3api.Deps{Upstream: b, Store: st, Engine: e, Reporter: rep, Registerer: reg, Logger: log, OnServeError: onErr})
 }
 
-func newReporter(c *central.Client, info runner.Info, reg prometheus.Registerer, log *slog.Logger) (*report.Reporter, error) {
+func newReporter(c *central.Client, info runner.Info, jobs *runner.JobContext, reg prometheus.Registerer, log *slog.Logger) (*report.Reporter, error) {
 	var to report.Central
 	if c != nil {
-		to = c
+		to = jobCentral{c: c, jobs: jobs}
 	}
 	rc := info.Context
 	return report.New(report.Config{Runner: &rc}, report.Deps{Central: to, Registerer: reg, Logger: log.With("component", "report")})
+}
+
+// jobCentral adds what the job context knows (warm's job, kache's intent)
+// to what the sidecar reports: kache's build manifests carry no target,
+// profile or lock deps, and observed packs no job.
+type jobCentral struct {
+	c    *central.Client
+	jobs *runner.JobContext
+}
+
+func (j jobCentral) PostManifest(ctx context.Context, m *wire.BuildManifest) (wire.IngestResult, error) {
+	switch {
+	case j.jobs == nil:
+	case m.ManifestKey == report.ObservedManifestKey:
+		j.jobs.AnnotatePacks(m)
+	case !isShardKey(m.ManifestKey):
+		j.jobs.AnnotateBuild(m)
+	}
+	return j.c.PostManifest(ctx, m)
+}
+
+// isShardKey recognises a shard's key below _manifests/
+// (v3/{namespace}/shards/{hash}): shards teach history only.
+func isShardKey(k string) bool {
+	rest, ok := strings.CutPrefix(k, "v3/")
+	return ok && strings.LastIndex(rest, "/shards/") > 0
 }
 
 // s3Reporter hands the S3 surface the reporter's pack observer under the

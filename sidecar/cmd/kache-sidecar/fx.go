@@ -48,6 +48,7 @@ func opts(cfg config.Config, log *slog.Logger) fx.Option {
 			prefetch.NewMetrics,
 			fxEngine,
 			fxServer,
+			newJobContext,
 			fxReporter,
 			fxS3,
 		),
@@ -114,8 +115,8 @@ func fxBucketPlan(lc fx.Lifecycle, cfg config.Config, b *s3source.Bucket, st *st
 // fxPlanner stops before the hint database closes (fx stops in reverse
 // order of construction), since it writes hints in the background.
 func fxPlanner(lc fx.Lifecycle, cfg config.Config, info runner.Info, h *hints.Store, c *central.Client,
-	bp *bucketplan.Source, log *slog.Logger) (*planner.Planner, error) {
-	p, err := newPlanner(cfg, info, h, c, bp, log)
+	bp *bucketplan.Source, jobs *runner.JobContext, log *slog.Logger) (*planner.Planner, error) {
+	p, err := newPlanner(cfg, info, h, c, bp, jobs, log)
 	if err != nil {
 		return nil, err
 	}
@@ -174,12 +175,14 @@ func fxServer(lc fx.Lifecycle, cfg config.Config, p *planner.Planner, e *prefetc
 // fxS3 runs the S3 surface when there is a bucket to front and local
 // credentials to verify; it stops before the engine and the store (fx stops
 // in reverse order of construction).
-func fxS3(lc fx.Lifecycle, cfg config.Config, b *s3source.Bucket, st *store.Store, e *prefetch.Engine,
+func fxS3(lc fx.Lifecycle, cfg config.Config, b *s3source.Bucket, st *store.Store, e *prefetch.Engine, p *planner.Planner,
 	rep *report.Reporter, reg prometheus.Registerer, log *slog.Logger, sd fx.Shutdowner) (*s3api.Server, error) {
 	if !cfg.S3Surface() || b == nil || e == nil {
 		return nil, nil
 	}
-	s, err := newS3Surface(cfg, b, st, e, s3Reporter{rep}, reg, log, func(err error) {
+	// Every read tells the planner what the build is (its profile) and
+	// keeps the job context alive, then goes to the engine.
+	s, err := newS3Surface(cfg, b, st, readObserver{Demander: e, p: p}, s3Reporter{rep}, reg, log, func(err error) {
 		log.Error("S3 surface failed", "error", err)
 		sd.Shutdown(fx.ExitCode(1))
 	})
@@ -192,12 +195,12 @@ func fxS3(lc fx.Lifecycle, cfg config.Config, b *s3source.Bucket, st *store.Stor
 
 // fxReporter sends what the S3 surface sees to central; it stops after the
 // surface (fx stops in reverse order), so the last uploads are still sent.
-func fxReporter(lc fx.Lifecycle, cfg config.Config, c *central.Client, info runner.Info, reg prometheus.Registerer,
+func fxReporter(lc fx.Lifecycle, cfg config.Config, c *central.Client, info runner.Info, jobs *runner.JobContext, reg prometheus.Registerer,
 	log *slog.Logger) (*report.Reporter, error) {
 	if !cfg.S3Surface() {
 		return nil, nil
 	}
-	r, err := newReporter(c, info, reg, log)
+	r, err := newReporter(c, info, jobs, reg, log)
 	if err != nil {
 		return nil, err
 	}

@@ -32,7 +32,9 @@ const usage = `usage: kache-sidecar <command> [flags]
 
 commands:
   serve    run the planner surface and the prefetcher (flags: kache-sidecar serve -h)
-  warm     plan and prefetch for a Cargo workspace, then exit (kache-sidecar warm -h)
+  warm     plan and prefetch for a Cargo workspace, then exit (kache-sidecar warm -h);
+           name the job's cargo command after -- so the sidecar learns its profile,
+           target and features: kache-sidecar warm --workspace . -- cargo build --release
   version  print the version
 `
 
@@ -54,6 +56,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "kache-sidecar: unknown command %q\n\n%s", cmd, usage)
 		return 2
 	}
+	rest, cargo := splitWarmArgs(cmd, rest)
 	cfg, err := config.Parse(cmd, rest, os.LookupEnv, stderr)
 	if errors.Is(err, config.ErrHelp) {
 		return 0
@@ -82,7 +85,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			case <-ctx.Done():
 			}
 		}()
-		return warm(ctx, cfg, log, stderr)
+		return warmCommand(ctx, cfg, cargo, log, stderr)
 	}
 	return serve(cfg, log, sigs)
 }

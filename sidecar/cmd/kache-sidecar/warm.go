@@ -36,6 +36,13 @@ const (
 // and outcome tracking see the prefetch; otherwise it plans from central or
 // the bucket and prefetches into the store directory itself.
 func warm(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.Writer) int {
+	return warmCommand(ctx, cfg, nil, log, stderr)
+}
+
+// warmCommand is warm for the job that runs cargo as the command line
+// cargo says (`kache-sidecar warm -- cargo build --release ...`; nil when
+// not given): it describes the job to the sidecar (jobctx.go).
+func warmCommand(ctx context.Context, cfg config.Config, cargo []string, log *slog.Logger, stderr io.Writer) int {
 	intent, err := workspaceIntent(cfg)
 	if err != nil {
 		// No readable Cargo.lock is a usage problem even without --strict.
@@ -47,6 +54,10 @@ func warm(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.Wr
 		fmt.Fprintln(stderr, "kache-sidecar warm:", err)
 		return 2
 	}
+	if err := describeJob(intent, cfg, info, parseCargoCommand(cargo)); err != nil {
+		fmt.Fprintln(stderr, "kache-sidecar warm:", err)
+		return 2
+	}
 	timeout := cfg.WarmTimeout
 	if timeout <= 0 {
 		timeout = cfg.PrefetchDeadline + 30*time.Second
@@ -55,7 +66,7 @@ func warm(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.Wr
 	defer cancel()
 	show := newProgressView(stderr, cfg.Progress, log)
 	log.Info("warm", "workspace", cfg.Workspace, "crates", len(intent.CrateNames), "lock_deps", len(intent.CargoLockDeps),
-		"namespace", cfg.Namespace, "target", info.Target)
+		"namespace", cfg.Namespace, "target", intent.Target, "profile", intent.Profile, "toolchain", intent.Toolchain)
 
 	var res warmResult
 	if sc := probeSidecar(ctx, cfg); sc != nil {
@@ -319,7 +330,7 @@ func warmStandalone(ctx context.Context, cfg config.Config, info runner.Info, in
 	// shard reads time to answer.
 	pcfg := cfg
 	pcfg.PlanDeadline = 15 * time.Second
-	p, err := newPlanner(pcfg, info, nil, c, bp, log)
+	p, err := newPlanner(pcfg, info, nil, c, bp, nil, log)
 	if err != nil {
 		res.err = err
 		return res

@@ -43,6 +43,27 @@ func KeyOf(in *wire.BuildIntent) Key {
 	var b []byte
 	b = appendString(b, keyVersion)
 	b = appendStrings(b, in.CrateNames)
+	return Key(blake3.Sum256(appendIntent(b, in)))
+}
+
+// jobKeyVersion versions JobKeyOf's inputs, as keyVersion does KeyOf's.
+const jobKeyVersion = "kache-sidecar/job-hint-key/v1"
+
+// JobKeyOf derives the hint key of an intent that carries a job's context
+// (warm's, or kache's once the sidecar applied the job to it): KeyOf's
+// inputs without the crate names. warm names every package of the
+// workspace's Cargo.lock and kache only the closure of the package it
+// builds, in its own order, so the crate names would keep kache's request
+// from ever hitting warm's plan; the lock deps, which both carry then, say
+// what the workspace builds. The plan served is put in the requester's
+// demand order by the planner.
+func JobKeyOf(in *wire.BuildIntent) Key {
+	b := appendString(nil, jobKeyVersion)
+	return Key(blake3.Sum256(appendIntent(b, in)))
+}
+
+// appendIntent encodes everything KeyOf hashes after the crate names.
+func appendIntent(b []byte, in *wire.BuildIntent) []byte {
 	if in.Namespace == nil {
 		b = append(b, 0)
 	} else {
@@ -77,8 +98,7 @@ func KeyOf(in *wire.BuildIntent) Key {
 	if in.Runner != nil {
 		repo = in.Runner.Repository
 	}
-	b = appendString(b, repo)
-	return Key(blake3.Sum256(b))
+	return appendString(b, repo)
 }
 
 func appendString(b []byte, s string) []byte {

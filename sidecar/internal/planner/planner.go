@@ -17,6 +17,7 @@ import (
 
 	"github.com/kache-planner/kache-planner/shared/wire"
 	"github.com/kache-planner/kache-planner/sidecar/internal/hints"
+	"github.com/kache-planner/kache-planner/sidecar/internal/runner"
 )
 
 // Source says which step of the chain answered.
@@ -100,6 +101,22 @@ type Config struct {
 	// added to intents that lack it: central drops variants of other
 	// toolchains.
 	Toolchain string
+	// ObservesReads says the build's reads reach ObserveRead (the S3
+	// surface serves kache). Then an intent without a profile, namespace
+	// or job context is planned once per profile of Profiles, and the
+	// answer waits for a read that tells which (family.go).
+	ObservesReads bool
+	// Profiles are the profiles a plan is split by. Default "debug" and
+	// "release", cargo's built-in profiles.
+	Profiles []string
+	// RevealWait is how long a split plan waits for a read that tells
+	// the build's profile before answering with every profile's keys;
+	// it is cut to leave 20 ms of Deadline. Default 150 ms.
+	RevealWait time.Duration
+	// RevealWindow is how old a read may be, when a split plan starts
+	// waiting, to count: kache's first reads race its plan request.
+	// Default 2 s.
+	RevealWindow time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -130,6 +147,15 @@ func (c Config) withDefaults() Config {
 	if c.MaxRefreshes <= 0 {
 		c.MaxRefreshes = 4
 	}
+	if len(c.Profiles) == 0 {
+		c.Profiles = []string{"debug", "release"}
+	}
+	if c.RevealWait <= 0 {
+		c.RevealWait = 150 * time.Millisecond
+	}
+	if c.RevealWindow <= 0 {
+		c.RevealWindow = 2 * time.Second
+	}
 	return c
 }
 
@@ -139,7 +165,11 @@ type Deps struct {
 	Hints   Hints
 	Central Central
 	Bucket  Bucket
-	Logger  *slog.Logger
+	// Jobs, when set, is the runner's job context: set by the plan
+	// requests of `kache-sidecar warm` (an intent that describes its job)
+	// and applied to kache's.
+	Jobs   *runner.JobContext
+	Logger *slog.Logger
 	// Now is the clock; time.Now by default.
 	Now func() time.Time
 }
@@ -165,6 +195,10 @@ type Planner struct {
 	// StoredAt.
 	decodedMu sync.Mutex
 	decoded   map[hints.Key]decodedHint
+
+	// reads are the build's recent reads (ObserveRead), which tell split
+	// plans the build's profile.
+	reads reads
 }
 
 type decodedHint struct {
@@ -197,6 +231,7 @@ func New(cfg Config, deps Deps) (*Planner, error) {
 		cancel:     cancel,
 		refreshing: make(map[hints.Key]bool),
 		decoded:    make(map[hints.Key]decodedHint),
+		reads:      reads{signal: make(chan struct{})},
 	}, nil
 }
 
@@ -256,15 +291,32 @@ func (p *Planner) Plan(ctx context.Context, intent *wire.BuildIntent) Result {
 	stop := context.AfterFunc(p.base, cancel)
 	defer stop()
 
-	in := p.enrich(intent)
-	res := p.plan(ctx, in)
+	in, job := p.enrich(intent)
+	// A job's hints are keyed without crate names, so kache's request hits
+	// warm's plan; served hints are then put in the request's demand
+	// order.
+	keyOf, adapt := hints.KeyOf, false
+	if job {
+		keyOf, adapt = hints.JobKeyOf, true
+	}
+	var res Result
+	if p.splits(in) {
+		res = p.planSplit(ctx, in, keyOf, adapt)
+	} else {
+		res = p.plan(ctx, in, keyOf(in), adapt)
+	}
 	res.Intent = in
 	return res
 }
 
-func (p *Planner) plan(ctx context.Context, in *wire.BuildIntent) Result {
-	key := hints.KeyOf(in)
+// plan runs the chain for in under the hint key. adapt says the hint may
+// have been planned for other crate names (a job's hint, keyed without
+// them): a hint served is put in in's demand order.
+func (p *Planner) plan(ctx context.Context, in *wire.BuildIntent, key hints.Key, adapt bool) Result {
 	hint, hintPlan, hintOK := p.loadHint(key)
+	if hintOK && adapt {
+		hintPlan = inDemandOrder(hintPlan, in)
+	}
 	age := max(p.deps.Now().Sub(hint.StoredAt), 0)
 	if hintOK && age < p.cfg.FreshFor {
 		if age >= p.cfg.RefreshAfter {
@@ -358,9 +410,23 @@ func (p *Planner) fallback() wire.PrefetchPlan {
 	}
 }
 
-// enrich returns a shallow copy of intent with the runner's context added
-// where the intent has none; the caller's intent is not modified.
-func (p *Planner) enrich(intent *wire.BuildIntent) *wire.BuildIntent {
+// enrich returns a shallow copy of intent with the job's context and the
+// runner's configuration added where the intent has none; the caller's
+// intent is not modified. job says the intent carries a job's context:
+// warm's own (which starts the job) or the job's applied to kache's.
+// Without a job, kache's intent teaches the job context its namespace and
+// lock deps, when it has them.
+func (p *Planner) enrich(intent *wire.BuildIntent) (_ *wire.BuildIntent, job bool) {
+	if jc := p.deps.Jobs; jc != nil {
+		if j, ok := runner.JobOf(intent); ok {
+			jc.Set(j)
+			job = true
+		} else if applied, ok := jc.Apply(intent); ok {
+			intent, job = applied, true
+		} else {
+			jc.Learn(intent)
+		}
+	}
 	in := *intent
 	if in.Runner == nil && p.cfg.Runner != nil {
 		r := *p.cfg.Runner
@@ -372,7 +438,7 @@ func (p *Planner) enrich(intent *wire.BuildIntent) *wire.BuildIntent {
 	if in.Toolchain == "" {
 		in.Toolchain = p.cfg.Toolchain
 	}
-	return &in
+	return &in, job
 }
 
 // loadHint reads and decodes the hint for key. A hint that does not decode
