@@ -98,6 +98,8 @@ func New(cfg Config) (*Bucket, error) {
 		BucketLookup: minio.BucketLookupPath,
 		Transport:    tr,
 		MaxRetries:   cmpOr(cfg.MaxRetries, 3),
+		// Unsigned uploads carry a CRC32C trailer the bucket checks.
+		TrailingHeaders: true,
 	}
 	c, err := minio.New(host, &opts)
 	if err != nil {
