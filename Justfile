@@ -59,6 +59,10 @@ fuzz FUZZTIME="30s":
 bench-central *ARGS:
     go run ./central/cmd/kache-bench {{ARGS}}
 
+# Central's database size over half a year of a fleet's builds, with the 30-day retention and without (printed as it goes).
+bench-retention:
+    go test ./central/internal/store -run '^$' -bench BenchmarkRetentionHistory -benchtime 1x -timeout 60m
+
 # helm lint --strict on the chart, with its defaults and each ci values file.
 helm-lint: (_tool "helm" "helm.sh/helm/v3/cmd/helm" helm_version)
     "{{tools}}"/helm lint --strict charts/kache-service
@@ -134,10 +138,14 @@ e2e: e2e-tools
 bench-sidecar:
     e2e/tools.sh minio >/dev/null
     KACHE_TOOLS_DIR="{{tools}}" go test -tags e2e -run '^$' -bench PrefetchThroughput -benchtime 1x -timeout 30m ./sidecar/internal/prefetch/
-    # TODO(lead): the kache-sidecar binary's figures, peak RSS while prefetching 2 GiB (goal < 64 MiB) and
-    # planner latency p50/p99 from the hint cache and with central down (goal p99 < 50 ms): wired to the
-    # benchmarks in e2e/sidecar_bench_test.go; check the names and flags.
+    # Then the kache-sidecar binary itself (e2e/sidecar_bench_test.go): planner latency p50/p99 from the hint
+    # cache and with central down (goal p99 < 50 ms), and peak RSS while prefetching about 2 GiB (goal < 64 MiB).
     KACHE_TOOLS_DIR="{{tools}}" go test -tags e2e -run '^$' -bench 'Sidecar(PlanLatency|PrefetchRSS)' -benchtime 1x -timeout 30m ./e2e/
+
+# S3 surface figures against direct MinIO, AWS SDK v2 client: local-hit GET throughput and p50, read-through and write-through time, peak RSS with 16 x 512 MiB streams, prefetch vs plain GETs to files and its CPU per GiB; each figure with its goal (KACHE_BENCH_NOSYNC=1: no fsync; ARGS e.g. -bench S3Surface/prefetch).
+bench-s3 *ARGS:
+    e2e/tools.sh minio >/dev/null
+    KACHE_TOOLS_DIR="{{tools}}" go test -tags e2e -run '^$' -bench S3Surface -benchtime 1x -timeout 20m {{ARGS}} ./e2e/
 
 # Time for an empty replica to rebuild from a bucket of N build manifests (default 10,000).
 bench-rebuild N="10000": e2e-tools

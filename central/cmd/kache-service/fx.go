@@ -25,6 +25,7 @@ import (
 	"github.com/kache-planner/kache-planner/central/internal/metrics"
 	"github.com/kache-planner/kache-planner/central/internal/planner"
 	"github.com/kache-planner/kache-planner/central/internal/readiness"
+	"github.com/kache-planner/kache-planner/central/internal/retention"
 	"github.com/kache-planner/kache-planner/central/internal/store"
 	"github.com/kache-planner/kache-planner/shared/buildinfo"
 	"github.com/kache-planner/kache-planner/shared/httpserve"
@@ -50,6 +51,8 @@ func opts(cfg config.Config, log *slog.Logger) fx.Option {
 			newStore,
 			newIngest,
 			newPlanner,
+			newBucket,
+			newRetention,
 			newServer,
 		),
 		fx.Invoke(start, startCrawler, startElection, startPprof),
@@ -114,7 +117,37 @@ func newPlanner(st *store.Store, cfg config.Config) *planner.Planner {
 	return planner.New(st, planner.Config{Name: cfg.PlannerName})
 }
 
-func newServer(cfg config.Config, p *planner.Planner, ing *ingest.Service, ready *readiness.Flag,
+// newBucket connects (lazily) to the bucket the crawl reads and reported
+// 404s are checked against; nil without --s3-bucket.
+func newBucket(cfg config.Config) (*s3source.Bucket, error) {
+	if cfg.S3Bucket == "" {
+		return nil, nil
+	}
+	return s3source.New(s3source.Config{Endpoint: cfg.S3Endpoint, Bucket: cfg.S3Bucket, Region: cfg.S3Region,
+		AccessKey: cfg.S3AccessKey, SecretKey: cfg.S3SecretKey})
+}
+
+// newRetention runs the age policy, sweeps and compactions in a goroutine
+// it owns, and takes runners' 404 reports (checked against the bucket when
+// there is one).
+func newRetention(lc fx.Lifecycle, cfg config.Config, st *store.Store, b *s3source.Bucket, reg prometheus.Registerer,
+	log *slog.Logger) (*retention.Service, error) {
+	var bucket retention.Bucket
+	if b != nil {
+		bucket = b
+	}
+	r, err := retention.New(retention.Config{
+		Retention: cfg.Retention, Interval: cfg.RetentionInterval, Prefix: cfg.S3Prefix,
+		DBDir: cfg.DBPath, Logger: log.With("component", "retention"),
+	}, st, bucket, reg)
+	if err != nil {
+		return nil, err
+	}
+	lc.Append(fx.StartStopHook(r.Start, r.Stop))
+	return r, nil
+}
+
+func newServer(cfg config.Config, p *planner.Planner, ing *ingest.Service, ready *readiness.Flag, ret *retention.Service,
 	m *metrics.Metrics, reg prometheus.Registerer, g prometheus.Gatherer, log *slog.Logger) (*api.Server, error) {
 	return api.New(api.Config{
 		Addr:             cfg.Bind,
@@ -132,7 +165,7 @@ func newServer(cfg config.Config, p *planner.Planner, ing *ingest.Service, ready
 			MaxConns:             cfg.MaxConns,
 			MaxInflightBodyBytes: int64(cfg.MaxInflightBodyMB) << 20,
 		},
-	}, api.Deps{Planner: p, Ingester: ing, Ready: ready, Metrics: m, Registerer: reg, Gatherer: g, Logger: log.With("component", "api")})
+	}, api.Deps{Planner: p, Ingester: ing, Ready: ready, Missing: ret, Metrics: m, Registerer: reg, Gatherer: g, Logger: log.With("component", "api")})
 }
 
 // start orders startup as kache's non-HA serve() does: database open and seed
@@ -228,14 +261,9 @@ func startElection(lc fx.Lifecycle, cfg config.Config, ready *readiness.Flag, lo
 // startCrawler keeps rankings in step with the bucket when one is given. A
 // replica that opened an empty database is not ready until its first pass:
 // it rebuilds from the bucket instead of answering use_fallback.
-func startCrawler(lc fx.Lifecycle, cfg config.Config, st *store.Store, ready *readiness.Flag, log *slog.Logger) error {
-	if cfg.S3Bucket == "" {
+func startCrawler(lc fx.Lifecycle, cfg config.Config, st *store.Store, b *s3source.Bucket, ready *readiness.Flag, log *slog.Logger) error {
+	if b == nil {
 		return nil
-	}
-	b, err := s3source.New(s3source.Config{Endpoint: cfg.S3Endpoint, Bucket: cfg.S3Bucket, Region: cfg.S3Region,
-		AccessKey: cfg.S3AccessKey, SecretKey: cfg.S3SecretKey})
-	if err != nil {
-		return err
 	}
 	if st.ArtifactCount() == 0 {
 		ready.Require(readiness.Bucket)

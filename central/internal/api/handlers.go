@@ -92,20 +92,22 @@ func (s *Server) answerPlan(ctx *fasthttp.RequestCtx, start time.Time, body []by
 		s.deps.Metrics.ObservePlan(string(planner.OutcomeNotReady), time.Since(start), 0)
 		return nil
 	}
-	gen := s.deps.Planner.Generation()
-	if hit, ok := s.plans.get(body, gen); ok {
-		s.deps.Metrics.ObservePlanCache(true)
-		head := wire.PrefetchPlan{PlanID: planID(start), Planner: s.deps.Planner.Name(), Disposition: hit.disposition}
-		s.writePlan(ctx, &head, hit.tail)
-		s.deps.Metrics.ObservePlan(string(hit.outcome), time.Since(start), hit.candidates)
-		return nil
+	key, cacheable := s.plans.key(body)
+	if cacheable {
+		if hit, ok := s.plans.get(key); ok {
+			s.deps.Metrics.ObservePlanCache(true)
+			head := wire.PrefetchPlan{PlanID: planID(start), Planner: s.deps.Planner.Name(), Disposition: hit.disposition}
+			s.writePlan(ctx, &head, hit.tail)
+			s.deps.Metrics.ObservePlan(string(hit.outcome), time.Since(start), hit.candidates)
+			return nil
+		}
 	}
 	var intent wire.BuildIntent
-	if err := reqbody.Unmarshal(body, &intent); err != nil {
+	if err := decodeIntent(body, &intent); err != nil {
 		return err
 	}
 	s.deps.Metrics.ObservePlanCache(false)
-	plan, outcome, err := s.deps.Planner.Plan(&intent)
+	plan, outcome, stamp, err := s.deps.Planner.PlanTracked(&intent)
 	if err != nil {
 		s.log.Warn("planning failed, answering use_fallback", "error", err)
 	}
@@ -117,8 +119,8 @@ func (s *Server) answerPlan(ctx *fasthttp.RequestCtx, start time.Time, body []by
 	}
 	*buf = tail
 	s.writePlan(ctx, &plan, tail)
-	if outcome != planner.OutcomePlanningError {
-		s.plans.put(body, &cachedPlan{generation: gen, disposition: plan.Disposition, outcome: outcome,
+	if cacheable && outcome != planner.OutcomePlanningError {
+		s.plans.put(key, &cachedPlan{stamp: stamp, disposition: plan.Disposition, outcome: outcome,
 			candidates: len(plan.Candidates), tail: bytes.Clone(tail)})
 	}
 	s.deps.Metrics.ObservePlan(string(outcome), time.Since(start), len(plan.Candidates))

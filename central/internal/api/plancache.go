@@ -1,30 +1,33 @@
 package api
 
 import (
-	"bytes"
-	"hash/maphash"
 	"sync"
+
+	"github.com/zeebo/blake3"
 
 	"github.com/kache-planner/kache-planner/central/internal/planner"
 	"github.com/kache-planner/kache-planner/shared/wire"
 )
 
-// planCache keeps the encoded answers to recent intents until the next write
-// to the store. Identical intents arrive in bursts (every job of a pipeline
-// sends the same one) and encoding a plan of a thousand candidates costs more
-// than composing it. Only the part after the disposition is kept, so each
-// answer still gets a fresh plan id.
+// planCache keeps the encoded answers to recent intents for as long as what
+// each plan read is unchanged (its planner.Stamp): a write invalidates only
+// the plans that read what it changed, so plans stay cached while builds of
+// other crates and namespaces land. Identical intents arrive in bursts (every
+// job of a pipeline sends the same one) and encoding a plan of a thousand
+// candidates costs more than composing it. Only the part after the
+// disposition is kept, so each answer still gets a fresh plan id.
+//
+// Intents are keyed by their BLAKE3 digest, so an entry holds no copy of the
+// intent and a hit compares 32 bytes.
 type planCache struct {
 	mu      sync.Mutex
-	seed    maphash.Seed
-	entries map[uint64]*cachedPlan
+	entries map[[32]byte]*cachedPlan
 	bytes   int
 	limit   int
 }
 
 type cachedPlan struct {
-	intent      []byte
-	generation  uint64
+	stamp       *planner.Stamp
 	disposition wire.Disposition
 	outcome     planner.Outcome
 	candidates  int
@@ -32,53 +35,63 @@ type cachedPlan struct {
 }
 
 func newPlanCache(limitBytes int) *planCache {
-	return &planCache{seed: maphash.MakeSeed(), entries: make(map[uint64]*cachedPlan), limit: limitBytes}
+	return &planCache{entries: make(map[[32]byte]*cachedPlan), limit: limitBytes}
 }
 
-func (c *planCache) size(e *cachedPlan) int { return len(e.intent) + len(e.tail) + 96 }
+func (c *planCache) size(e *cachedPlan) int { return len(e.tail) + e.stamp.Bytes() + 160 }
 
-// get returns the cached answer to this exact intent body at this generation.
-func (c *planCache) get(body []byte, gen uint64) (*cachedPlan, bool) {
+// key is the cache key of an intent body; ok is false when caching is off.
+func (c *planCache) key(body []byte) (k [32]byte, ok bool) {
 	if c.limit <= 0 {
-		return nil, false
+		return k, false
 	}
-	h := maphash.Bytes(c.seed, body)
+	return blake3.Sum256(body), true
+}
+
+// get returns the cached answer to the intent with this key while it is
+// current; a stale one is dropped.
+func (c *planCache) get(k [32]byte) (*cachedPlan, bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.entries[h]
-	if !ok || e.generation != gen || !bytes.Equal(e.intent, body) {
+	e, ok := c.entries[k]
+	c.mu.Unlock()
+	if !ok {
 		return nil, false
 	}
-	return e, true
+	// Outside the lock: checking what a plan read takes a few hundred
+	// lookups when something was written since.
+	if e.stamp.Current() {
+		return e, true
+	}
+	c.mu.Lock()
+	if c.entries[k] == e {
+		c.bytes -= c.size(e)
+		delete(c.entries, k)
+	}
+	c.mu.Unlock()
+	return nil, false
 }
 
-// put stores an answer; cached entries are immutable once stored. Entries of
-// older generations are dropped first, then arbitrary ones.
-func (c *planCache) put(body []byte, e *cachedPlan) {
-	if c.limit <= 0 {
-		return
-	}
-	e.intent = bytes.Clone(body)
+// put stores an answer; cached entries are immutable once stored. Arbitrary
+// entries (map order) make room: stale ones are dropped when next asked for,
+// and hot ones come back on their next miss.
+func (c *planCache) put(k [32]byte, e *cachedPlan) {
 	n := c.size(e)
 	if n > c.limit/4 {
 		return
 	}
-	h := maphash.Bytes(c.seed, body)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if old, ok := c.entries[h]; ok {
+	if old, ok := c.entries[k]; ok {
 		c.bytes -= c.size(old)
-		delete(c.entries, h)
+		delete(c.entries, k)
 	}
-	for k, old := range c.entries {
+	for victim, old := range c.entries {
 		if c.bytes+n <= c.limit {
 			break
 		}
-		if old.generation != e.generation || c.bytes+n > c.limit {
-			c.bytes -= c.size(old)
-			delete(c.entries, k)
-		}
+		c.bytes -= c.size(old)
+		delete(c.entries, victim)
 	}
-	c.entries[h] = e
+	c.entries[k] = e
 	c.bytes += n
 }

@@ -18,5 +18,6 @@ func (s *Server) routes() []httpserve.Route {
 		httpserve.Guarded(post, "/v2/prefetch-plan", s.plan, s.cfg.MaxBodyBytes),
 		httpserve.Guarded(post, "/v1/manifests", s.manifests, s.cfg.MaxManifestBytes),
 		httpserve.Guarded(post, "/v1/build-timelines", s.timelines, s.cfg.MaxTimelineBytes),
+		httpserve.Guarded(post, "/v1/missing-keys", s.missingKeys, s.cfg.missingKeysBytes()),
 	}
 }

@@ -35,6 +35,9 @@ type Config struct {
 	MaxTimelineBytes int
 	// PlanCacheBytes bounds the cache of encoded plans; 0 disables it.
 	PlanCacheBytes int
+	// MaxMissingKeysBytes bounds POST /v1/missing-keys bodies. Default
+	// 64 KiB.
+	MaxMissingKeysBytes int
 	// Limits bound what the server holds for its clients; zero fields take
 	// httpserve's defaults.
 	Limits httpserve.Limits
@@ -42,10 +45,10 @@ type Config struct {
 
 // Planner answers plan requests.
 type Planner interface {
-	Plan(intent *wire.BuildIntent) (wire.PrefetchPlan, planner.Outcome, error)
+	// PlanTracked plans and returns the stamp that says how long the plan
+	// stays the answer to the same intent.
+	PlanTracked(intent *wire.BuildIntent) (wire.PrefetchPlan, planner.Outcome, *planner.Stamp, error)
 	Name() string
-	// Generation changes whenever plans may change.
-	Generation() uint64
 }
 
 // Ingester stores what builds report.
@@ -64,7 +67,10 @@ type Deps struct {
 	Planner  Planner
 	Ingester Ingester
 	Ready    Readiness
-	Metrics  *metrics.Metrics
+	// Missing takes runners' reports of keys the bucket does not have;
+	// nil refuses them.
+	Missing MissingReporter
+	Metrics *metrics.Metrics
 	// Registerer takes the HTTP layer's own metrics; Gatherer serves /metrics.
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer

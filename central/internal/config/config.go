@@ -62,6 +62,13 @@ type Config struct {
 	S3SecretKey     string
 	S3CrawlInterval time.Duration
 
+	// Retention drops keys not built, used or listed for this long; 0
+	// keeps them until they leave the bucket or a runner gets a 404.
+	Retention time.Duration
+	// RetentionInterval is how often the age policy runs and the
+	// database is compacted.
+	RetentionInterval time.Duration
+
 	// PprofBind serves net/http/pprof on this address when set (keep it on
 	// loopback).
 	PprofBind string
@@ -126,6 +133,10 @@ func Parse(args []string, lookupEnv func(string) (string, bool), out io.Writer) 
 	str(&c.S3Region, "s3-region", "KACHE_PLANNER_S3_REGION", "us-east-1", "bucket region")
 	str(&c.S3Prefix, "s3-prefix", "KACHE_PLANNER_S3_PREFIX", "artifacts", "kache's key prefix (KACHE_S3_PREFIX)")
 	dur(&c.S3CrawlInterval, "s3-crawl-interval", "KACHE_PLANNER_S3_CRAWL_INTERVAL", 5*time.Minute, "time between bucket crawls")
+	c.Retention = 30 * 24 * time.Hour
+	fs.Var(kacheDuration{&c.Retention}, "retention", "forget keys not built, used or listed in the bucket for this long, kache-style (30d, 12h, 90m); 0 keeps them (env KACHE_PLANNER_RETENTION)")
+	envs = append(envs, envFlag{"retention", "KACHE_PLANNER_RETENTION"})
+	dur(&c.RetentionInterval, "retention-interval", "KACHE_PLANNER_RETENTION_INTERVAL", time.Hour, "how often the retention policy runs and the database is compacted")
 	str(&c.PprofBind, "pprof-bind", "KACHE_PLANNER_PPROF_BIND", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; off when empty")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 
@@ -217,6 +228,12 @@ func (c *Config) Validate() error {
 	if largest := max(c.MaxBodyBytes, c.MaxManifestBytes, c.TimelineMaxCompressedBytes); c.MaxInflightBodyMB > 0 && c.MaxInflightBodyMB<<20 < largest {
 		errs = append(errs, fmt.Errorf("--max-inflight-body-mb %d is below the largest body limit (%d bytes): such a body could never be read", c.MaxInflightBodyMB, largest))
 	}
+	if c.Retention < 0 {
+		errs = append(errs, fmt.Errorf("--retention must not be negative, got %s", c.Retention))
+	}
+	if c.RetentionInterval <= 0 {
+		errs = append(errs, fmt.Errorf("--retention-interval must be positive, got %s", c.RetentionInterval))
+	}
 	if c.PlanCacheMB < 0 {
 		errs = append(errs, fmt.Errorf("--plan-cache-mb must not be negative, got %d", c.PlanCacheMB))
 	}
@@ -256,6 +273,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("s3_bucket", c.S3Bucket),
 		slog.String("s3_endpoint", c.S3Endpoint),
 		slog.String("s3_prefix", c.S3Prefix),
+		slog.String("retention", FormatDuration(c.Retention)),
+		slog.Duration("retention_interval", c.RetentionInterval),
 		slog.Bool("s3_static_credentials", c.S3AccessKey != ""),
 	)
 }

@@ -125,3 +125,68 @@ func TestLogValueRedactsToken(t *testing.T) {
 		t.Fatal("token logged")
 	}
 }
+
+func TestParseDuration(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"30d", 30 * 24 * time.Hour, true},
+		{"12h", 12 * time.Hour, true},
+		{"90m", 90 * time.Minute, true},
+		{"45s", 45 * time.Second, true},
+		{"2w", 14 * 24 * time.Hour, true},
+		{"1d12h", 36 * time.Hour, true},
+		{"1h30m", 90 * time.Minute, true},
+		{" 7d ", 7 * 24 * time.Hour, true},
+		{"0", 0, true},
+		{"", 0, false},
+		{"30", 0, false},
+		{"30x", 0, false},
+		{"d", 0, false},
+		{"1.5d", 0, false},
+		{"99999999999999d", 0, false},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := ParseDuration(tc.in)
+			if (err == nil) != tc.ok || got != tc.want {
+				t.Fatalf("ParseDuration(%q) = %s, %v; want %s, ok %v", tc.in, got, err, tc.want, tc.ok)
+			}
+		})
+	}
+}
+
+func TestRetention(t *testing.T) {
+	c, err := Parse(nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Retention != 30*24*time.Hour || c.RetentionInterval != time.Hour {
+		t.Fatalf("defaults: %s %s", c.Retention, c.RetentionInterval)
+	}
+	c, err = Parse(nil, env(map[string]string{"KACHE_PLANNER_RETENTION": "12h", "KACHE_PLANNER_RETENTION_INTERVAL": "5m"}), io.Discard)
+	if err != nil || c.Retention != 12*time.Hour || c.RetentionInterval != 5*time.Minute {
+		t.Fatalf("env: %s %s %v", c.Retention, c.RetentionInterval, err)
+	}
+	c, err = Parse([]string{"--retention", "90d"}, env(map[string]string{"KACHE_PLANNER_RETENTION": "12h"}), io.Discard)
+	if err != nil || c.Retention != 90*24*time.Hour {
+		t.Fatalf("flag over env: %s %v", c.Retention, err)
+	}
+	if _, err := Parse(nil, env(map[string]string{"KACHE_PLANNER_RETENTION": "30 days"}), io.Discard); err == nil || !strings.Contains(err.Error(), "KACHE_PLANNER_RETENTION") {
+		t.Fatalf("bad env: %v", err)
+	}
+	c, _ = Parse([]string{"--retention", "0"}, env(nil), io.Discard)
+	if c.Retention != 0 || c.Validate() != nil {
+		t.Fatalf("off: %s %v", c.Retention, c.Validate())
+	}
+	c, _ = Parse([]string{"--retention", "-1h", "--retention-interval", "0s"}, env(nil), io.Discard)
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--retention must not") || !strings.Contains(err.Error(), "--retention-interval") {
+		t.Fatalf("validate: %v", err)
+	}
+	var help strings.Builder
+	_, _ = Parse([]string{"-h"}, env(nil), &help)
+	if !strings.Contains(help.String(), "(default 30d)") {
+		t.Fatalf("help:\n%s", help.String())
+	}
+}

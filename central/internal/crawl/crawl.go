@@ -34,6 +34,11 @@ type Store interface {
 	Apply(obs store.Observation) (store.ApplyResult, error)
 	ObjectETag(key string) (string, bool, error)
 	Artifact(cacheKey string) (store.Variant, error)
+	// Forgetting keys that left the bucket (deleted.go).
+	Unlisted(crate string, listed []string) ([]string, error)
+	Crates(fn func(crate string) error) error
+	ApplyListing(startMs int64, missing []string, partial bool) (store.ListingResult, error)
+	ReportedMissing(cacheKey string) (int64, bool, error)
 }
 
 // Config configures a Crawler.
@@ -43,6 +48,10 @@ type Config struct {
 	Interval time.Duration
 	// MaxObjectBytes bounds one manifest read (kache caps reads at 64 MiB).
 	MaxObjectBytes int64
+	// Fetchers bounds the manifest GETs in flight (default 16), and
+	// FetchBudgetBytes the object bytes they hold (default 32 MiB).
+	Fetchers         int
+	FetchBudgetBytes int64
 	// OnSynced is called once, after the first complete pass.
 	OnSynced func()
 	Logger   *slog.Logger
@@ -57,6 +66,8 @@ type Stats struct {
 	Listed     int // keys newly learned from the v3/manifests listing
 	Duration   time.Duration
 	ListedSeen int // listing entries already known
+	Unlisted   int // keys missing from this listing for the first time
+	Deleted    int // keys dropped: missing from two complete listings in a row
 }
 
 // Crawler runs passes on an interval, owned by Start/Stop.
@@ -76,6 +87,12 @@ func New(src Source, st Store, cfg Config) *Crawler {
 	}
 	if cfg.MaxObjectBytes <= 0 {
 		cfg.MaxObjectBytes = 64 << 20
+	}
+	if cfg.Fetchers <= 0 {
+		cfg.Fetchers = defaultFetchers
+	}
+	if cfg.FetchBudgetBytes <= 0 {
+		cfg.FetchBudgetBytes = defaultFetchBudgetBytes
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -103,7 +120,8 @@ func (c *Crawler) loop(ctx context.Context) {
 			c.log.Error("bucket crawl failed", "error", err)
 		default:
 			c.log.Info("bucket crawl", "manifests", stats.Manifests, "shards", stats.Shards, "listed", stats.Listed,
-				"unchanged", stats.Unchanged, "invalid", stats.Invalid, "duration", stats.Duration)
+				"unchanged", stats.Unchanged, "invalid", stats.Invalid, "unlisted", stats.Unlisted, "deleted", stats.Deleted,
+				"duration", stats.Duration)
 			if !synced && c.cfg.OnSynced != nil {
 				c.cfg.OnSynced()
 			}
@@ -126,7 +144,8 @@ func (c *Crawler) Pass(ctx context.Context) (Stats, error) {
 	start := time.Now()
 	var s Stats
 	manifests := layout.BuildManifestsPrefix(c.cfg.Prefix)
-	err := c.src.List(ctx, manifests, func(o s3source.Object) error {
+	f := c.newFetcher(ctx)
+	err := c.src.List(f.ctx, manifests, func(o s3source.Object) error {
 		if !strings.HasSuffix(o.Key, ".json") {
 			return nil
 		}
@@ -138,8 +157,14 @@ func (c *Crawler) Pass(ctx context.Context) (Stats, error) {
 			s.Unchanged++
 			return nil
 		}
-		return c.ingestObject(ctx, o, strings.TrimPrefix(o.Key, manifests), &s)
+		return f.fetch(o, func(ctx context.Context, fs *Stats) error {
+			return c.ingestObject(ctx, o, strings.TrimPrefix(o.Key, manifests), fs)
+		})
 	})
+	// A failed fetch cancels the listing; its error is the one to report.
+	if ferr := f.wait(&s); ferr != nil {
+		err = ferr
+	}
 	if err != nil {
 		return s, fmt.Errorf("crawl %s: %w", manifests, err)
 	}
@@ -212,6 +237,7 @@ func (c *Crawler) ingestObject(ctx context.Context, o s3source.Object, rel strin
 		s.Manifests++
 	}
 	obs.Objects = map[string]string{o.Key: o.ETag}
+	obs.NoSync = true // the bucket keeps it: a crash loses data and mark together
 	if _, err := c.st.Apply(obs); err != nil {
 		return fmt.Errorf("store %s: %w", o.Key, err)
 	}
@@ -220,7 +246,7 @@ func (c *Crawler) ingestObject(ctx context.Context, o s3source.Object, rel strin
 
 // mark records an object that teaches nothing, so it is not read again.
 func (c *Crawler) mark(o s3source.Object) error {
-	_, err := c.st.Apply(store.Observation{Objects: map[string]string{o.Key: o.ETag}})
+	_, err := c.st.Apply(store.Observation{Objects: map[string]string{o.Key: o.ETag}, NoSync: true})
 	return err
 }
 
@@ -241,7 +267,9 @@ func identityDims(manifestKey string) (target, profile string, ok bool) {
 }
 
 // listKeys learns every stored key from the entry-manifest listing, in
-// batches; keys already known are skipped without a write.
+// batches; keys already known are skipped without a write (but for marking
+// them listed once). A complete listing then drops the keys that left the
+// bucket (applyDiff).
 func (c *Crawler) listKeys(ctx context.Context, s *Stats) error {
 	const batch = 1000
 	obs := store.Observation{}
@@ -256,19 +284,40 @@ func (c *Crawler) listKeys(ctx context.Context, s *Stats) error {
 		return nil
 	}
 	prefix := layout.EntryManifestsPrefix(c.cfg.Prefix)
+	diff, startMs := newListingDiff(c.st), time.Now().UnixMilli()
 	err := c.src.List(ctx, prefix, func(o s3source.Object) error {
 		crate, key, ok := layout.ParseEntryManifestKey(c.cfg.Prefix, o.Key)
 		if !ok {
 			s.Invalid++
 			return nil
 		}
-		if _, err := c.st.Artifact(key); err == nil {
+		if err := diff.add(crate, key); err != nil {
+			return err
+		}
+		listed := store.Artifact{CacheKey: key, CrateName: crate, ListedOnly: true, Listed: true, SeenAtMs: o.LastModified.UnixMilli()}
+		if v, err := c.st.Artifact(key); err == nil {
 			s.ListedSeen++
+			if v.Listed || v.CrateName != crate {
+				return nil
+			}
+			// Known from a build, listed for the first time: from now on
+			// its leaving the bucket drops it.
+			obs.Artifacts = append(obs.Artifacts, listed)
+			if len(obs.Artifacts) >= batch {
+				return flush()
+			}
 			return nil
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		obs.Artifacts = append(obs.Artifacts, store.Artifact{CacheKey: key, CrateName: crate, ListedOnly: true, SeenAtMs: o.LastModified.UnixMilli()})
+		// A runner's 404 dropped it and its entry manifest is the same
+		// one: its pack is gone, so it stays out.
+		if at, ok, err := c.st.ReportedMissing(key); err != nil {
+			return err
+		} else if ok && !o.LastModified.After(time.UnixMilli(at)) {
+			return nil
+		}
+		obs.Artifacts = append(obs.Artifacts, listed)
 		s.Listed++
 		if len(obs.Artifacts) >= batch {
 			return flush()
@@ -278,5 +327,8 @@ func (c *Crawler) listKeys(ctx context.Context, s *Stats) error {
 	if err != nil {
 		return fmt.Errorf("crawl %s: %w", prefix, err)
 	}
-	return flush()
+	if err := flush(); err != nil {
+		return err
+	}
+	return c.applyDiff(diff, startMs, s)
 }

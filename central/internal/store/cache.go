@@ -1,7 +1,9 @@
 package store
 
 import (
+	"slices"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -11,22 +13,51 @@ import (
 // of planning together.
 //
 // Cached slices are shared and never modified: writers replace them whole.
-// Consistency with the database: a writer deletes a key before its batch is
-// written and puts the new list after, while readers fill misses only with
-// putIfAbsent, so a reader can never leave an older list behind a newer one.
+// Consistency with the database: a writer replaces (or drops) a list after
+// its batch is written and moves the epoch of the list's stripe, while
+// readers fill misses only with putIfAbsent and only if that epoch has not
+// moved since their miss, so a reader can never leave an older list behind
+// a newer one. Stripes are many and narrow, so that the lists a write
+// touches do not keep readers of other lists from filling theirs.
+//
+// Every list is cached with a version, unique across the cache and new
+// whenever the list is put: a reader that remembers the versions of what it
+// read can later tell whether any of it changed (current) without reading
+// it again. An evicted list counts as changed.
 type listCache struct {
-	shards [cacheShards]cacheShard
-	limit  int64 // bytes per shard
+	shards  [cacheShards]cacheShard
+	stripes [cacheStripes]atomic.Uint32
+	limit   int64 // bytes per shard
+	vers    atomic.Uint64
 }
 
-const cacheShards = 16
+// fillToken is what a reader's miss saw: the epochs a fill must find
+// unchanged.
+type fillToken struct {
+	shard  uint64
+	stripe uint32
+}
+
+// cachedList is one cached list, its key (the map's, to hand to readers
+// without a copy) and its version.
+type cachedList struct {
+	key string
+	vs  []Variant
+	ver uint64
+}
+
+const (
+	cacheShards  = 16
+	cacheStripes = 1 << 14
+)
 
 type cacheShard struct {
 	mu    sync.RWMutex
-	m     map[string][]Variant
+	m     map[string]cachedList
 	bytes int64
-	// epoch moves on every writer change, so a reader that filled a miss
-	// from an older database state cannot insert it afterwards.
+	// epoch moves when the whole shard is cleared; a list's stripe epoch
+	// moves when a writer changes it. Either way a reader that missed
+	// before cannot fill what it read afterwards.
 	epoch uint64
 }
 
@@ -37,52 +68,91 @@ const variantBytes = int64(unsafe.Sizeof(Variant{})) + 64
 func newListCache(limitBytes int64) *listCache {
 	c := &listCache{limit: limitBytes / cacheShards}
 	for i := range c.shards {
-		c.shards[i].m = make(map[string][]Variant)
+		c.shards[i].m = make(map[string]cachedList)
 	}
 	return c
 }
 
 func (c *listCache) shard(key string) *cacheShard {
+	return &c.shards[hashKey(key)%cacheShards]
+}
+
+// stripe is the epoch of key's stripe.
+func (c *listCache) stripe(key string) *atomic.Uint32 {
+	return &c.stripes[hashKey(key)/cacheShards%cacheStripes]
+}
+
+func hashKey(key string) uint32 {
 	var h uint32 = 2166136261
 	for i := 0; i < len(key); i++ {
 		h = (h ^ uint32(key[i])) * 16777619
 	}
-	return &c.shards[h%cacheShards]
+	return h
 }
 
 func cost(key string, vs []Variant) int64 {
 	return int64(len(key)) + 48 + int64(len(vs))*variantBytes
 }
 
-// get returns a cached list, or the epoch a reader must pass to fill.
-func (c *listCache) get(key []byte) ([]Variant, bool, uint64) {
+// get returns a cached list and its version, or the token a reader must
+// pass to fill.
+func (c *listCache) get(key []byte) (cachedList, bool, fillToken) {
 	if c.limit <= 0 {
-		return nil, false, 0
+		return cachedList{}, false, fillToken{}
 	}
 	s := c.shard(string(key))
 	s.mu.RLock()
-	vs, ok := s.m[string(key)]
-	epoch := s.epoch
+	e, ok := s.m[string(key)]
+	t := fillToken{shard: s.epoch, stripe: c.stripe(string(key)).Load()}
 	s.mu.RUnlock()
-	return vs, ok, epoch
+	return e, ok, t
 }
 
 // fill inserts a list read from the database, unless a writer changed the
-// shard since the reader's get.
-func (c *listCache) fill(key string, vs []Variant, epoch uint64) {
+// shard since the reader's get. It returns the version the list is cached
+// under, 0 when it was not cached.
+func (c *listCache) fill(key string, vs []Variant, t fillToken) uint64 {
 	if c.limit <= 0 {
-		return
+		return 0
 	}
 	s := c.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.epoch != epoch {
-		return
+	if s.epoch != t.shard || c.stripe(key).Load() != t.stripe {
+		return 0
 	}
-	if _, ok := s.m[key]; ok {
-		return
+	if e, ok := s.m[key]; ok {
+		if slices.Equal(e.vs, vs) {
+			return e.ver // another reader filled the same list
+		}
+		return 0
 	}
-	s.insert(key, vs, c.limit)
+	return s.insert(key, vs, c.limit, c.vers.Add(1))
+}
+
+// current reports whether the list under key is still cached at version
+// ver: not changed, evicted or cleared since it was read.
+func (c *listCache) current(key string, ver uint64) bool {
+	if ver == 0 {
+		return false
+	}
+	s := c.shard(key)
+	s.mu.RLock()
+	e, ok := s.m[key]
+	s.mu.RUnlock()
+	return ok && e.ver == ver
+}
+
+// peek returns the cached list under key, for a writer about to change it.
+func (c *listCache) peek(key string) ([]Variant, bool) {
+	if c.limit <= 0 {
+		return nil, false
+	}
+	s := c.shard(key)
+	s.mu.RLock()
+	e, ok := s.m[key]
+	s.mu.RUnlock()
+	return e.vs, ok
 }
 
 // take removes a list before a writer changes it and returns what was cached.
@@ -93,13 +163,13 @@ func (c *listCache) take(key string) ([]Variant, bool) {
 	s := c.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.epoch++
+	c.stripe(key).Add(1)
 	old, ok := s.m[key]
 	if ok {
-		s.bytes -= cost(key, old)
+		s.bytes -= cost(key, old.vs)
 		delete(s.m, key)
 	}
-	return old, ok
+	return old.vs, ok
 }
 
 // settle ends a writer's change: vs (when non-nil) becomes the cached list.
@@ -110,33 +180,37 @@ func (c *listCache) settle(key string, vs []Variant) {
 	s := c.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.epoch++
+	c.stripe(key).Add(1)
+	if old, ok := s.m[key]; ok {
+		// A list taken and settled by two writers in turn, or put back
+		// by a fill in between: either way it changed.
+		s.bytes -= cost(key, old.vs)
+		delete(s.m, key)
+	}
 	if vs == nil {
 		return
 	}
-	if old, ok := s.m[key]; ok {
-		s.bytes -= cost(key, old)
-		delete(s.m, key)
-	}
-	s.insert(key, vs, c.limit)
+	s.insert(key, vs, c.limit, c.vers.Add(1))
 }
 
 // insert evicts arbitrary entries (map order) until vs fits: cheap, and hot
-// lists come back on their next read.
-func (s *cacheShard) insert(key string, vs []Variant, limit int64) {
+// lists come back on their next read. It returns ver, or 0 when vs does not
+// fit.
+func (s *cacheShard) insert(key string, vs []Variant, limit int64, ver uint64) uint64 {
 	n := cost(key, vs)
 	for k, v := range s.m {
 		if s.bytes+n <= limit {
 			break
 		}
 		delete(s.m, k)
-		s.bytes -= cost(k, v)
+		s.bytes -= cost(k, v.vs)
 	}
 	if s.bytes+n > limit {
-		return
+		return 0
 	}
-	s.m[key] = vs
+	s.m[key] = cachedList{key: key, vs: vs, ver: ver}
 	s.bytes += n
+	return ver
 }
 
 // interner shares the few distinct crate, target and profile strings among

@@ -16,6 +16,9 @@
 //	0x06 lp(client_record_id)                 -> build timeline: unit count, then the zstd body as received
 //	0x07 s3 object key                        -> ETag of a bucket object already crawled
 //	0x08 identity[32]                         -> the latest build of an identity: its time and keys (crate, cost, size)
+//	0x01 "listing"                            -> uint64 start time (ms) of the last complete listing of v3/manifests/
+//	0x09 key[32]                              -> missing from a complete listing: that listing's start time
+//	0x0A key[32]                              -> tombstone of a dropped key until its dep and identity entries are swept (a reported 404's until retention): drop time, reason, pending
 //
 // lp(s) is a one-byte length followed by s (strings longer than 255 bytes are
 // rejected before they reach the store). Cache keys are stored as their 32 raw
@@ -24,6 +27,10 @@
 // writes one small entry per artifact instead of rewriting a list. Integers in
 // values are unsigned varints. An identity is the SHA-256 of what makes two
 // builds compile the same keys, member sources aside (BuildIdentity).
+//
+// Dropping a key (retention.go) deletes its record, crate-index and key-index
+// entries at once and hides its dep-index and identity entries from reads
+// until Sweep deletes them.
 //
 // SchemaVersion in keys.go lists the versions; Open upgrades older ones.
 package store

@@ -52,36 +52,30 @@ type IdentityBuild struct {
 // Identity returns the keys of the latest build with an identity, in the
 // order the build listed them, each with the crate, cost and size it had
 // then. An unknown identity yields none and no error.
+// The slice is shared with the store's cache: callers must not modify it.
 func (s *Store) Identity(digest [32]byte) ([]Variant, error) {
-	b, err := s.get(identityKey(digest))
-	if errors.Is(err, ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	at, vs, err := decodeIdentity(b, s.names)
-	if err != nil {
-		return nil, fmt.Errorf("read identity %x: %w", digest[:4], err)
-	}
-	for i := range vs {
-		vs[i].LastSeenMs = at
-	}
-	return vs, nil
+	return s.readIdentity(digest, nil)
 }
 
 // putIdentity replaces an identity's build unless the stored one is newer
 // (crawls ingest old manifests after new ones).
 func (s *Store) putIdentity(w *writeSet, id IdentityBuild, merged []*record, at int64) error {
 	key := identityKey(id.Digest)
-	old, err := s.get(key)
-	switch {
-	case errors.Is(err, ErrNotFound):
-	case err != nil:
-		return err
-	case len(old) > 0:
-		if prev, n := binary.Uvarint(old); n > 0 && int64(prev) > at {
+	if prev, ok := w.idents[id.Digest]; ok {
+		// An earlier observation of the same batch wrote it.
+		if prev > at {
 			return nil
+		}
+	} else {
+		old, err := s.get(key)
+		switch {
+		case errors.Is(err, ErrNotFound):
+		case err != nil:
+			return err
+		case len(old) > 0:
+			if prev, n := binary.Uvarint(old); n > 0 && int64(prev) > at {
+				return nil
+			}
 		}
 	}
 	b := binary.AppendUvarint(make([]byte, 0, 8+len(id.Artifacts)*48), uint64(at))
@@ -101,6 +95,7 @@ func (s *Store) putIdentity(w *writeSet, id IdentityBuild, merged []*record, at 
 		b = binary.AppendUvarint(b, r.SizeBytes)
 	}
 	w.batch.Put(key, b)
+	w.idents[id.Digest] = at
 	return nil
 }
 

@@ -16,6 +16,8 @@ const (
 	prefixTimeline   byte = 0x06
 	prefixObject     byte = 0x07
 	prefixIdentity   byte = 0x08
+	prefixSuspect    byte = 0x09
+	prefixTombstone  byte = 0x0A
 )
 
 // SchemaVersion is the key encoding this package writes. Open refuses a
@@ -31,6 +33,7 @@ const SchemaVersion uint32 = 2
 var (
 	keySchemaVersion = []byte{prefixMeta, 's', 'c', 'h', 'e', 'm', 'a', '_', 'v', 'e', 'r', 's', 'i', 'o', 'n'}
 	keyArtifactCount = []byte{prefixMeta, 'a', 'r', 't', 'i', 'f', 'a', 'c', 't', 's'}
+	keyListing       = []byte{prefixMeta, 'l', 'i', 's', 't', 'i', 'n', 'g'}
 )
 
 var errKeyEncoding = errors.New("key encoding")
@@ -135,4 +138,15 @@ func objectKey(s3key string) []byte {
 // identityKey is where the latest build of an identity lists its keys.
 func identityKey(digest [32]byte) []byte {
 	return append([]byte{prefixIdentity}, digest[:]...)
+}
+
+// suspectKey marks a key that a complete listing of the bucket's entry
+// manifests did not have.
+func suspectKey(k rawKey) []byte {
+	return append([]byte{prefixSuspect}, k[:]...)
+}
+
+// tombstoneKey records a dropped key.
+func tombstoneKey(k rawKey) []byte {
+	return append([]byte{prefixTombstone}, k[:]...)
 }

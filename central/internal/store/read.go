@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/syndtr/goleveldb/leveldb/util"
 )
@@ -15,7 +16,7 @@ func (s *Store) Variants(crate string) ([]Variant, error) {
 	if err != nil {
 		return nil, nil
 	}
-	return s.readIndex(prefix, s.opts.VariantsPerCrate, false)
+	return s.readIndex(prefix, s.opts.VariantsPerCrate, false, nil)
 }
 
 // DepVariants returns the keys most recently built with a lock dep
@@ -26,23 +27,25 @@ func (s *Store) DepVariants(namespace, dep string) ([]Variant, error) {
 	if err != nil {
 		return nil, nil
 	}
-	return s.readIndex(prefix, s.opts.KeysPerDep, true)
+	return s.readIndex(prefix, s.opts.KeysPerDep, true, nil)
 }
 
 // readIndex returns the first limit distinct keys under an index prefix,
-// through the cache. Dep indexes can hold a stale older entry for a key that
-// was rebuilt without that dep; keys are deduplicated, newest kept.
-func (s *Store) readIndex(prefix []byte, limit int, withCrate bool) ([]Variant, error) {
-	vs, ok, epoch := s.lists.get(prefix)
+// through the cache, and records the read in rec when it is not nil. Dep
+// indexes can hold a stale older entry for a key that was rebuilt without
+// that dep; keys are deduplicated, newest kept.
+func (s *Store) readIndex(prefix []byte, limit int, withCrate bool, rec *Reads) ([]Variant, error) {
+	e, ok, epoch := s.lists.get(prefix)
 	if ok {
-		return vs, nil
+		rec.add(e.key, e.ver)
+		return e.vs, nil
 	}
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
 	it := s.db.NewIterator(util.BytesPrefix(prefix), nil)
 	defer it.Release()
-	vs = []Variant{}
+	vs := make([]Variant, 0, min(limit, 4))
 	seen := make(map[rawKey]bool, limit)
 	for scanned := 0; it.Next() && len(vs) < limit && scanned < 8*limit; scanned++ {
 		at, k, ok := parseRecent(it.Key())
@@ -51,6 +54,9 @@ func (s *Store) readIndex(prefix []byte, limit int, withCrate bool) ([]Variant, 
 		}
 		seen[k] = true
 		v := Variant{CacheKey: k.String(), LastSeenMs: at}
+		if s.forget.hidden(v.CacheKey, at) {
+			continue // a dropped key's entry, not yet swept
+		}
 		if !withCrate {
 			v.CrateName = s.names.intern(it.Key()[2 : 2+int(it.Key()[1])])
 		}
@@ -62,7 +68,9 @@ func (s *Store) readIndex(prefix []byte, limit int, withCrate bool) ([]Variant, 
 	if err := it.Error(); err != nil {
 		return nil, fmt.Errorf("read index: %w", err)
 	}
-	s.lists.fill(string(prefix), vs, epoch)
+	vs = slices.Clip(vs)
+	key := string(prefix)
+	rec.add(key, s.lists.fill(key, vs, epoch))
 	return vs, nil
 }
 

@@ -21,9 +21,16 @@ type Variant struct {
 	// Built is false for keys only known to exist (a bucket listing or a
 	// seed's key_cache), true once a build manifest or timeline named them.
 	Built bool
+	// Listed is true once a listing of the bucket's entry manifests had the
+	// key: only such keys are dropped for leaving the bucket. Artifact
+	// records carry it; index entries do not.
+	Listed bool
 }
 
-const flagBuilt byte = 1
+const (
+	flagBuilt  byte = 1
+	flagListed byte = 2
+)
 
 type decoder struct {
 	b     []byte
@@ -85,6 +92,9 @@ func appendVariantBody(dst []byte, v *Variant) []byte {
 	if v.Built {
 		flags |= flagBuilt
 	}
+	if v.Listed {
+		flags |= flagListed
+	}
 	dst = append(dst, flags)
 	dst, _ = appendLP(dst, v.Target)
 	dst, _ = appendLP(dst, v.Profile)
@@ -97,7 +107,9 @@ func (d *decoder) variantBody(v *Variant) {
 	v.FirstSeenMs = int64(d.uvarint())
 	v.LastSeenMs = int64(d.uvarint())
 	v.Seen = uint32(d.uvarint())
-	v.Built = d.byte()&flagBuilt != 0
+	flags := d.byte()
+	v.Built = flags&flagBuilt != 0
+	v.Listed = flags&flagListed != 0
 	v.Target = d.str()
 	v.Profile = d.str()
 }
@@ -113,7 +125,12 @@ type record struct {
 // encodeArtifact: lp(crate) body builtAt lp(toolchain). Schema 1 records end
 // before builtAt or before the toolchain; both read as zero.
 func encodeArtifact(r *record) []byte {
-	b, _ := appendLP(make([]byte, 0, 64), r.CrateName)
+	return appendArtifact(make([]byte, 0, 64), r)
+}
+
+// appendArtifact appends encodeArtifact's encoding to b.
+func appendArtifact(b []byte, r *record) []byte {
+	b, _ = appendLP(b, r.CrateName)
 	b = appendVariantBody(b, &r.Variant)
 	b = binary.AppendUvarint(b, uint64(r.builtAtMs))
 	b, _ = appendLP(b, r.Toolchain)
@@ -141,7 +158,11 @@ func decodeArtifact(key rawKey, b []byte) (record, error) {
 // size, seen, flags, lp(target), lp(profile), lp(toolchain). The time and key
 // are in the entry's key. Schema 1 entries end before the toolchain.
 func encodeEntry(v *Variant, withCrate bool) []byte {
-	b := make([]byte, 0, 48)
+	return appendEntry(make([]byte, 0, 48), v, withCrate)
+}
+
+// appendEntry appends encodeEntry's encoding to b.
+func appendEntry(b []byte, v *Variant, withCrate bool) []byte {
 	if withCrate {
 		b, _ = appendLP(b, v.CrateName)
 	}

@@ -76,8 +76,17 @@ type Store struct {
 	lists      *listCache
 	names      *interner
 	known      *keyFilter // guarded by writeMu
+	forget     forgetting
 	recovered  bool
 	closed     atomic.Bool
+
+	// queue holds the Applies waiting for writeMu (group.go); ws is the
+	// batch they are written with, reused, guarded by writeMu.
+	queueMu sync.Mutex
+	queue   []*pendingApply
+	ws      *writeSet
+	// keyLimits has a bit for each CrateKeys limit answered from lists.
+	keyLimits atomic.Uint64
 }
 
 func levelOptions(o Options) *opt.Options {
@@ -137,6 +146,10 @@ func newStore(db *leveldb.DB, o Options, recovered bool) (*Store, error) {
 	s := &Store{db: db, opts: o, wo: &opt.WriteOptions{Sync: !o.NoSync}, recovered: recovered,
 		lists: newListCache(int64(o.ListCacheMB) << 20), names: &interner{m: make(map[string]string)}}
 	if err := s.migrate(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.loadTombstones(); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -254,12 +267,13 @@ func (s *Store) Artifact(cacheKey string) (Variant, error) {
 // CrateKeys returns up to limit known cache keys of a crate (built or only
 // listed), in key order. limit <= 0 means all.
 func (s *Store) CrateKeys(crate string, limit int) ([]string, error) {
+	return s.crateKeys(crate, limit, nil)
+}
+
+// scanCrateKeys reads CrateKeys' answer from the database.
+func (s *Store) scanCrateKeys(prefix []byte, crate string, limit int) ([]string, error) {
 	if s.closed.Load() {
 		return nil, ErrClosed
-	}
-	prefix, err := crateKeyPrefix(crate)
-	if err != nil {
-		return nil, nil
 	}
 	it := s.db.NewIterator(util.BytesPrefix(prefix), nil)
 	defer it.Release()

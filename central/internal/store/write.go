@@ -27,6 +27,10 @@ type (
 		// Objects marks bucket objects (key -> ETag) as crawled in the same
 		// batch, so a crash never records an object whose data was lost.
 		Objects map[string]string
+		// NoSync writes without waiting for the disk: for what the bucket
+		// still holds (a crawl), where a crash loses the observation and
+		// its Objects marks together and the next crawl reads it again.
+		NoSync bool
 	}
 	// Artifact is one cache key seen.
 	Artifact struct {
@@ -41,6 +45,8 @@ type (
 		SeenAtMs int64
 		// ListedOnly: known to exist, not known to have been built.
 		ListedOnly bool
+		// Listed: seen in a listing of the bucket's entry manifests.
+		Listed bool
 	}
 	// DepLink says an artifact was built with a lock dep in a namespace.
 	DepLink struct {
@@ -55,23 +61,6 @@ type (
 	}
 )
 
-// Apply writes an observation in one synced batch: all of it or none.
-func (s *Store) Apply(obs Observation) (ApplyResult, error) {
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
-	if s.closed.Load() {
-		return ApplyResult{}, ErrClosed
-	}
-	w, err := s.prepare(obs)
-	if err != nil {
-		return ApplyResult{}, err
-	}
-	if err := s.commit(w); err != nil {
-		return ApplyResult{}, err
-	}
-	return w.result, nil
-}
-
 // writeSet accumulates one batch and what it changes.
 type writeSet struct {
 	batch   leveldb.Batch
@@ -85,47 +74,86 @@ type writeSet struct {
 	// update cached lists after the write.
 	crates map[string][]Variant
 	deps   map[string][]Variant
+	// idents are the identities written, with their build times; keyCrates
+	// the crates that got new keys. Their cached lists are dropped after
+	// the write.
+	idents    map[[32]byte]int64
+	keyCrates map[string]struct{}
+	// noSync: no observation in the batch needs a synced write.
+	noSync bool
+	// merged, key and val are scratch space reused across observations.
+	merged []*record
+	key    []byte
+	val    []byte
 }
 
-func (s *Store) prepare(obs Observation) (*writeSet, error) {
-	w := &writeSet{
-		records:   make(map[rawKey]*record, len(obs.Artifacts)),
-		prevBuilt: make(map[rawKey]int64, len(obs.Artifacts)),
+func newWriteSet() *writeSet {
+	return &writeSet{
+		records:   make(map[rawKey]*record),
+		prevBuilt: make(map[rawKey]int64),
 		crates:    make(map[string][]Variant),
 		deps:      make(map[string][]Variant),
+		idents:    make(map[[32]byte]int64),
+		keyCrates: make(map[string]struct{}),
 	}
+}
+
+// reset empties w for the next batch, keeping its allocations.
+func (w *writeSet) reset() {
+	w.batch.Reset()
+	w.result = ApplyResult{}
+	clear(w.records)
+	clear(w.prevBuilt)
+	w.newKeys = w.newKeys[:0]
+	clear(w.crates)
+	clear(w.deps)
+	clear(w.idents)
+	clear(w.keyCrates)
+	clear(w.merged)
+}
+
+// prepare returns the batch writing one observation.
+func (s *Store) prepare(obs Observation) (*writeSet, error) {
+	w := newWriteSet()
+	if _, err := s.add(w, &obs); err != nil {
+		return nil, err
+	}
+	s.finish(w)
+	return w, nil
+}
+
+// add merges one observation into w, which may hold earlier ones: each
+// sees the records as the ones before it left them, as if they had been
+// applied one by one. On error w is unusable.
+func (s *Store) add(w *writeSet, obs *Observation) (ApplyResult, error) {
+	before := w.result
+	// Dep entries move from where the previous observation left a key.
+	clear(w.prevBuilt)
 	at := obs.AtMs
 	if at <= 0 {
 		at = time.Now().UnixMilli()
 	}
-	merged := make([]*record, len(obs.Artifacts))
+	merged := slices.Grow(w.merged[:0], len(obs.Artifacts))[:len(obs.Artifacts)]
+	w.merged = merged
 	for i, a := range obs.Artifacts {
 		r, err := s.mergeArtifact(w, a, at)
 		if err != nil {
-			return nil, fmt.Errorf("%w: entry %d: %w", ErrInvalid, i, err)
+			return ApplyResult{}, fmt.Errorf("%w: entry %d: %w", ErrInvalid, i, err)
 		}
 		merged[i] = r
 	}
 	for _, l := range obs.DepLinks {
 		if l.Artifact < 0 || l.Artifact >= len(merged) {
-			return nil, fmt.Errorf("%w: dep link to entry %d of %d", ErrInvalid, l.Artifact, len(merged))
+			return ApplyResult{}, fmt.Errorf("%w: dep link to entry %d of %d", ErrInvalid, l.Artifact, len(merged))
 		}
 		if err := s.linkDep(w, l, merged[l.Artifact]); err != nil {
-			return nil, err
+			return ApplyResult{}, err
 		}
 	}
 	if obs.Identity != nil {
 		if err := s.putIdentity(w, *obs.Identity, merged, at); err != nil {
-			return nil, err
+			return ApplyResult{}, err
 		}
-	}
-	for k, r := range w.records {
-		w.batch.Put(artifactKey(k), encodeArtifact(r))
-	}
-	if w.result.New > 0 {
-		var c [8]byte
-		binary.BigEndian.PutUint64(c[:], s.artifacts.Load()+uint64(w.result.New))
-		w.batch.Put(keyArtifactCount, c[:])
 	}
 	for key, etag := range obs.Objects {
 		w.batch.Put(objectKey(key), []byte(etag))
@@ -135,11 +163,28 @@ func (s *Store) prepare(obs Observation) (*writeSet, error) {
 		binary.BigEndian.PutUint64(t[:], uint64(at))
 		w.batch.Put(seedKey(obs.SeedDigest), t[:])
 	}
-	return w, nil
+	return ApplyResult{Stored: w.result.Stored - before.Stored, New: w.result.New - before.New}, nil
+}
+
+// finish adds what every observation of w changed to its batch: the
+// artifact records and the artifact count.
+func (s *Store) finish(w *writeSet) {
+	for k, r := range w.records {
+		w.key = append(append(w.key[:0], prefixArtifact), k[:]...)
+		w.batch.Put(w.key, appendArtifact(w.scratch(), r))
+	}
+	if w.result.New > 0 {
+		var c [8]byte
+		binary.BigEndian.PutUint64(c[:], s.artifacts.Load()+uint64(w.result.New))
+		w.batch.Put(keyArtifactCount, c[:])
+	}
 }
 
 func (s *Store) loadRecord(w *writeSet, k rawKey, a *Artifact, seen int64) (*record, error) {
 	if r, ok := w.records[k]; ok {
+		if _, ok := w.prevBuilt[k]; !ok {
+			w.prevBuilt[k] = r.builtAtMs // first touched by this observation
+		}
 		return r, nil
 	}
 	err := ErrNotFound
@@ -155,6 +200,7 @@ func (s *Store) loadRecord(w *writeSet, k rawKey, a *Artifact, seen int64) (*rec
 		w.newKeys = append(w.newKeys, k)
 		ck, _ := crateKeyKey(a.CrateName, k)
 		w.batch.Put(ck, nil)
+		w.keyCrates[r.CrateName] = struct{}{}
 	case err != nil:
 		return nil, err
 	default:
@@ -213,6 +259,7 @@ func (s *Store) mergeArtifact(w *writeSet, a Artifact, at int64) (*record, error
 	}
 	r.LastSeenMs = max(r.LastSeenMs, seen)
 	r.FirstSeenMs = min(r.FirstSeenMs, seen)
+	r.Listed = r.Listed || a.Listed
 	if a.ListedOnly {
 		return r, nil
 	}
@@ -223,9 +270,9 @@ func (s *Store) mergeArtifact(w *writeSet, a Artifact, at int64) (*record, error
 		return nil, err
 	}
 	if r.builtAtMs != 0 && r.builtAtMs != r.LastSeenMs {
-		w.batch.Delete(appendRecent(prefix, r.builtAtMs, k))
+		w.batch.Delete(w.recent(prefix, r.builtAtMs, k))
 	}
-	w.batch.Put(appendRecent(prefix, r.LastSeenMs, k), encodeEntry(&r.Variant, false))
+	w.batch.Put(w.recent(prefix, r.LastSeenMs, k), appendEntry(w.scratch(), &r.Variant, false))
 	r.builtAtMs = r.LastSeenMs
 	w.crates[string(prefix)] = append(w.crates[string(prefix)], listEntry(r))
 	return r, nil
@@ -238,9 +285,9 @@ func (s *Store) linkDep(w *writeSet, l DepLink, r *record) error {
 	}
 	k, _ := parseCacheKey(r.CacheKey)
 	if prev := w.prevBuilt[k]; prev != 0 && prev != r.LastSeenMs {
-		w.batch.Delete(appendRecent(prefix, prev, k))
+		w.batch.Delete(w.recent(prefix, prev, k))
 	}
-	w.batch.Put(appendRecent(prefix, r.LastSeenMs, k), encodeEntry(&r.Variant, true))
+	w.batch.Put(w.recent(prefix, r.LastSeenMs, k), appendEntry(w.scratch(), &r.Variant, true))
 	w.deps[string(prefix)] = append(w.deps[string(prefix)], listEntry(r))
 	return nil
 }
@@ -249,6 +296,7 @@ func (s *Store) linkDep(w *writeSet, l DepLink, r *record) error {
 func listEntry(r *record) Variant {
 	v := r.Variant
 	v.FirstSeenMs = 0 // index entries do not store it; cached and read lists must agree
+	v.Listed = false
 	return v
 }
 
@@ -270,10 +318,12 @@ func (s *Store) commit(w *writeSet) error {
 	for p, vs := range w.deps {
 		changes = append(changes, change{prefix: p, written: vs, limit: s.opts.KeysPerDep})
 	}
+	// Readers keep the lists as they were until the write is done; then
+	// each becomes what the database now holds.
 	for i := range changes {
-		changes[i].old, changes[i].cached = s.lists.take(changes[i].prefix)
+		changes[i].old, changes[i].cached = s.lists.peek(changes[i].prefix)
 	}
-	err := s.db.Write(&w.batch, s.wo)
+	err := s.db.Write(&w.batch, s.writeOptions(w))
 	for _, c := range changes {
 		var updated []Variant
 		if err == nil && c.cached {
@@ -284,6 +334,12 @@ func (s *Store) commit(w *writeSet) error {
 			updated = slices.Clip(updated)
 		}
 		s.lists.settle(c.prefix, updated)
+	}
+	for d := range w.idents {
+		s.lists.settle(string(identityKey(d)), nil)
+	}
+	for c := range w.keyCrates {
+		s.crateKeyLists(c, func(key string) { s.lists.settle(key, nil) })
 	}
 	if err != nil {
 		return fmt.Errorf("write batch: %w", err)

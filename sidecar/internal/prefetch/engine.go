@@ -75,6 +75,10 @@ type Config struct {
 	DemandObserved bool
 	// Defaults for a session's budgets when a Plan does not set them.
 	DefaultBudget Budget
+	// Missing, when set, is told of planned keys whose pack or entry
+	// manifest the bucket answered 404 for, in batches sent from a
+	// goroutine of the engine.
+	Missing MissingReporter
 }
 
 // Budget limits one session. Zero values mean no limit.
@@ -110,6 +114,9 @@ type Engine struct {
 	log   *slog.Logger
 	rep   Reporter
 	clock func() time.Time
+	// missing batches planned keys found missing; nil without
+	// Config.Missing.
+	missing *missingQueue
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -177,6 +184,9 @@ func New(cfg Config, src Source, st *store.Store, m *Metrics, rep Reporter, log 
 	}
 	e.wake = sync.NewCond(&e.mu)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
+	if cfg.Missing != nil {
+		e.missing = newMissingQueue(cfg.Missing, m, log)
+	}
 	return e
 }
 
@@ -186,6 +196,9 @@ func (e *Engine) Start(context.Context) error {
 		e.wg.Go(e.worker)
 	}
 	e.wg.Go(e.reaper)
+	if e.missing != nil {
+		e.wg.Go(func() { e.missing.run(e.ctx) })
+	}
 	return nil
 }
 
@@ -449,6 +462,9 @@ func (e *Engine) runCandidate(s *Session, c *candidate) {
 	start := e.clock()
 	res, n, err := e.fetchPlanned(s, c)
 	e.m.keys.WithLabelValues(string(res)).Inc()
+	if res == resultNotFound {
+		e.noteMissing(c)
+	}
 	if res == resultFailed {
 		e.log.Warn("prefetch", "crate", c.crate, "cache_key", c.key, "session", s.id, "error", err)
 	}
@@ -491,7 +507,11 @@ func (e *Engine) fetchPlanned(s *Session, c *candidate) (result, int64, error) {
 			switch {
 			case err == nil:
 				want = e.packBytes(mref)
-			case !errors.Is(err, ErrNotFound):
+			case errors.Is(err, ErrNotFound):
+				// kache HEADs the entry manifest: without it the
+				// pack is never used.
+				e.noteMissing(c)
+			default:
 				// Without the manifest the pack is kept unchecked.
 				e.log.Debug("entry manifest", "object", mref.String(), "error", err)
 			}
@@ -511,6 +531,14 @@ func (e *Engine) fetchPlanned(s *Session, c *candidate) (result, int64, error) {
 		return resultJoined, total, nil
 	}
 	return resultOf(err), total, err
+}
+
+// noteMissing queues a planned key whose pack or entry manifest the bucket
+// does not have, for central; it never blocks.
+func (e *Engine) noteMissing(c *candidate) {
+	if e.missing != nil {
+		e.missing.add(c.crate, c.key)
+	}
 }
 
 // packBytes reads pack_bytes from a stored entry manifest, or -1.

@@ -12,6 +12,7 @@ type Metrics struct {
 	corrupt      prometheus.Counter
 	sessions     prometheus.Counter
 	reportErrors prometheus.Counter
+	missing      *prometheus.CounterVec
 }
 
 // NewMetrics registers the engine's metrics with reg (nil: unregistered).
@@ -49,6 +50,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "kache_sidecar_outcome_report_errors_total",
 			Help: "Session outcomes that could not be sent to central.",
 		}),
+		missing: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kache_sidecar_missing_keys_reported_total",
+			Help: "Planned keys the bucket answered 404 for, by what became of their report to central: sent, failed, queue_full.",
+		}, []string{"result"}),
+	}
+	for _, r := range []string{"sent", "failed", "queue_full"} {
+		m.missing.WithLabelValues(r)
 	}
 	for _, r := range []result{resultFetched, resultPresent, resultJoined, resultNotFound, resultFailed, resultOverBudget, resultSkipped, "invalid"} {
 		m.keys.WithLabelValues(string(r))
@@ -60,7 +68,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.outcomes.WithLabelValues(o)
 	}
 	if reg != nil {
-		reg.MustRegister(m.keys, m.demand, m.outcomes, m.bytes, m.retries, m.corrupt, m.sessions, m.reportErrors)
+		reg.MustRegister(m.keys, m.demand, m.outcomes, m.bytes, m.retries, m.corrupt, m.sessions, m.reportErrors, m.missing)
 	}
 	return m
 }
