@@ -31,17 +31,13 @@ const (
 	exitUnavailable = 3
 )
 
-// warm plans and prefetches for a workspace. When a sidecar is serving on
-// the planner address it asks that sidecar, so its S3 surface, hint cache
-// and outcome tracking see the prefetch; otherwise it plans from central or
-// the bucket and prefetches into the store directory itself.
-func warm(ctx context.Context, cfg config.Config, log *slog.Logger, stderr io.Writer) int {
-	return warmCommand(ctx, cfg, nil, log, stderr)
-}
-
-// warmCommand is warm for the job that runs cargo as the command line
-// cargo says (`kache-sidecar warm -- cargo build --release ...`; nil when
-// not given): it describes the job to the sidecar (jobctx.go).
+// warmCommand plans and prefetches for a workspace. When a sidecar is
+// serving on the planner address it asks that sidecar, so its S3 surface,
+// hint cache and outcome tracking see the prefetch; otherwise it plans from
+// central or the bucket and prefetches into the store directory itself.
+// cargo is the job's cargo command (`kache-sidecar warm -- cargo build
+// --release ...`; nil when not given): it describes the job to the sidecar
+// (jobctx.go).
 func warmCommand(ctx context.Context, cfg config.Config, cargo []string, log *slog.Logger, stderr io.Writer) int {
 	intent, err := workspaceIntent(cfg)
 	if err != nil {

@@ -259,7 +259,7 @@ func readMeta(r io.Reader) (Meta, error) {
 	if err != nil {
 		return Meta{}, classify("read first tar entry", err)
 	}
-	if path.Clean(h.Name) != "meta.json" || (h.Typeflag != tar.TypeReg && h.Typeflag != tar.TypeRegA) {
+	if path.Clean(h.Name) != "meta.json" || h.Typeflag != tar.TypeReg {
 		return Meta{}, fmt.Errorf("%w: first tar entry is %q, not meta.json", ErrNotPack, h.Name)
 	}
 	if h.Size > MaxMetaBytes {

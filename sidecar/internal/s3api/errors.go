@@ -40,7 +40,6 @@ var (
 	errInvalidKey      = &s3Error{http.StatusBadRequest, "InvalidArgument", "The object key is not allowed by this endpoint."}
 	errMethodNotAllowd = &s3Error{http.StatusMethodNotAllowed, "MethodNotAllowed", "The specified method is not allowed against this resource."}
 	errMalformedXML    = &s3Error{http.StatusBadRequest, "MalformedXML", "The XML you provided was not well-formed or did not validate against our published schema."}
-	errInvalidArgument = &s3Error{http.StatusBadRequest, "InvalidArgument", "Invalid argument."}
 )
 
 // s3ErrorOf maps every error a handler can meet to the S3 error it answers,

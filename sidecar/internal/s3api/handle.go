@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -108,15 +109,14 @@ func (s *Server) routeBucket(r *request, method string, q *fasthttp.Args) error 
 // onlyListArgs reports whether a bucket GET carries no sub-resource other
 // than ListObjects' own parameters.
 func onlyListArgs(q *fasthttp.Args) bool {
-	ok := true
-	q.VisitAll(func(k, _ []byte) {
+	for k := range q.All() {
 		switch string(k) {
 		case "prefix", "delimiter", "marker", "max-keys", "encoding-type":
 		default:
-			ok = false
+			return false
 		}
-	})
-	return ok
+	}
+	return true
 }
 
 func (s *Server) routeObject(r *request, method string, q *fasthttp.Args) error {
@@ -182,20 +182,14 @@ func (s *Server) routeObject(r *request, method string, q *fasthttp.Args) error 
 // hasSubresource reports whether q has a parameter other than the presigned
 // URL's own and those allowed.
 func hasSubresource(q *fasthttp.Args, allowed ...string) bool {
-	found := false
-	q.VisitAll(func(k, _ []byte) {
+	for k := range q.All() {
 		name := string(k)
-		if strings.HasPrefix(name, "X-Amz-") || strings.HasPrefix(name, "x-id") {
-			return
+		if strings.HasPrefix(name, "X-Amz-") || strings.HasPrefix(name, "x-id") || slices.Contains(allowed, name) {
+			continue
 		}
-		for _, a := range allowed {
-			if name == a {
-				return
-			}
-		}
-		found = true
-	})
-	return found
+		return true
+	}
+	return false
 }
 
 // splitPath reads /bucket/key from the raw path. Keys that could name

@@ -603,7 +603,7 @@ func putOptions(ctx *fasthttp.RequestCtx) s3source.PutOptions {
 	}
 	o.ContentEncoding = strings.Join(enc, ",")
 	o.ChecksumAlgorithm = checksumAlgorithm(h)
-	h.VisitAll(func(k, v []byte) {
+	for k, v := range h.All() {
 		name := strings.ToLower(string(k))
 		if meta, ok := strings.CutPrefix(name, "x-amz-meta-"); ok {
 			if o.UserMetadata == nil {
@@ -611,7 +611,7 @@ func putOptions(ctx *fasthttp.RequestCtx) s3source.PutOptions {
 			}
 			o.UserMetadata[meta] = string(v)
 		}
-	})
+	}
 	return o
 }
 
