@@ -111,6 +111,10 @@ type RatioRound struct {
 	HTTP       Latency `json:"http"`
 	InProcPerS float64 `json:"in_process_per_s"`
 	Ratio      float64 `json:"ratio"`
+	// CPU per plan: the service's and this client's over HTTP, this
+	// process's in process.
+	HTTPCPUMs   float64 `json:"http_cpu_ms_per_plan"`
+	InProcCPUMs float64 `json:"in_process_cpu_ms_per_plan"`
 }
 
 // Results are the figures printed and written.
@@ -127,6 +131,7 @@ type Results struct {
 	OpenManifests        Latency `json:"open_manifests"`
 	OpenEntriesPerS      float64 `json:"open_entries_per_s"`
 	OpenCacheHitFraction float64 `json:"open_cache_hit_fraction"`
+	OpenServiceCPU       float64 `json:"open_service_cpu_cores"`
 
 	Cached []Latency `json:"cached"`
 
@@ -134,6 +139,7 @@ type Results struct {
 	UncachedHTTPPerS float64      `json:"uncached_http_per_s"`
 	InProcPerS       float64      `json:"in_process_per_s"`
 	HTTPToInProc     float64      `json:"http_to_in_process"`
+	HTTPToInProcCPU  float64      `json:"http_to_in_process_by_cpu"`
 
 	PeakRSSMiB float64 `json:"peak_rss_mib"`
 	DBSizeMiB  float64 `json:"db_size_mib"`
@@ -200,13 +206,19 @@ func run(o options) error {
 	// 2. Open loop.
 	fmt.Printf("open loop: %d plans/s over %s, %d manifests/s of %d entries meanwhile, %s ...\n",
 		o.openRate, describePool(o.openIntents), o.openManifestRate, o.openManifestEntries, o.openDuration)
-	svc.setPhase("open loop")
-	hits0, miss0 := svc.planCacheCounts(client)
-	stopProf = o.profile("open", min(o.openDuration-time.Second, 15*time.Second))
-	if err := openLoop(client, o, builds, version, &res); err != nil {
+	var hits0, miss0 float64
+	var cpu0 time.Duration
+	err = openLoop(client, o, builds, version, &res, func() {
+		svc.setPhase("open loop")
+		hits0, miss0 = svc.planCacheCounts(client)
+		cpu0 = svc.cpu()
+		stopProf = o.profile("open", min(o.openDuration-time.Second, 15*time.Second))
+	})
+	if err != nil {
 		return err
 	}
 	stopProf()
+	res.OpenServiceCPU = (svc.cpu() - cpu0).Seconds() / o.openDuration.Seconds()
 	o.heapProfile("open")
 	hits1, miss1 := svc.planCacheCounts(client)
 	if d := (hits1 - hits0) + (miss1 - miss0); d > 0 {
@@ -214,8 +226,8 @@ func run(o options) error {
 	}
 	fmt.Printf("  plans offered %.1f/s, answered %d: p50 %.2f ms, p99 %.2f ms, max %.2f ms (plan cache hits %.0f%%)\n",
 		res.OpenOfferedPerS, res.OpenPlans.N, res.OpenPlans.P50Ms, res.OpenPlans.P99Ms, res.OpenPlans.MaxMs, 100*res.OpenCacheHitFraction)
-	fmt.Printf("  manifests %d (%.0f entries/s): p50 %.2f ms, p99 %.2f ms\n", res.OpenManifests.N, res.OpenEntriesPerS,
-		res.OpenManifests.P50Ms, res.OpenManifests.P99Ms)
+	fmt.Printf("  manifests %d (%.0f entries/s): p50 %.2f ms, p99 %.2f ms; service CPU %.0f%% of one core\n", res.OpenManifests.N, res.OpenEntriesPerS,
+		res.OpenManifests.P50Ms, res.OpenManifests.P99Ms, 100*res.OpenServiceCPU)
 
 	// 3. Closed loop, cache on.
 	svc.setPhase("cached")
@@ -276,29 +288,36 @@ func run(o options) error {
 	load(o.conns, 2*time.Second, httpPlan)
 	load(o.conns, 2*time.Second, inprocPlan)
 	var httpN, inprocN int
-	var httpEl, inprocEl time.Duration
+	var httpEl, inprocEl, httpCPUAll, inprocCPUAll time.Duration
 	for r := range o.ratioRound {
 		fmt.Printf("closed loop, plan cache off, round %d/%d: %d connections over HTTP, then %d goroutines in process, %s each ...\n",
 			r+1, o.ratioRound, o.conns, o.conns, o.duration)
 		stopProf = o.profile(fmt.Sprintf("uncached-%d", r+1), min(o.duration-time.Second, 8*time.Second))
+		svcCPU, selfCPU0 := svc.cpu(), selfCPU()
 		lat, n, el := load(o.conns, o.duration, httpPlan)
+		httpCPU := svc.cpu() - svcCPU + selfCPU() - selfCPU0
 		stopProf()
 		if n == 0 {
 			return errors.New("no plan succeeded")
 		}
 		stopLocal := o.localProfile(fmt.Sprintf("inproc-%d", r+1))
+		selfCPU0 = selfCPU()
 		_, n2, el2 := load(o.conns, o.duration, inprocPlan)
+		inprocCPU := selfCPU() - selfCPU0
 		stopLocal()
-		rr := RatioRound{HTTP: summarize(lat, el), InProcPerS: float64(n2) / el2.Seconds()}
+		rr := RatioRound{HTTP: summarize(lat, el), InProcPerS: float64(n2) / el2.Seconds(),
+			HTTPCPUMs: 1000 * httpCPU.Seconds() / float64(n), InProcCPUMs: 1000 * inprocCPU.Seconds() / float64(n2)}
 		rr.Ratio = rr.HTTP.PerS / rr.InProcPerS
 		res.Uncached = append(res.Uncached, rr)
 		httpN, httpEl, inprocN, inprocEl = httpN+n, httpEl+el, inprocN+n2, inprocEl+el2
-		fmt.Printf("  HTTP %.0f plans/s (p50 %.2f ms, p99 %.2f ms), in process %.0f plans/s: %.2f\n",
-			rr.HTTP.PerS, rr.HTTP.P50Ms, rr.HTTP.P99Ms, rr.InProcPerS, rr.Ratio)
+		httpCPUAll, inprocCPUAll = httpCPUAll+httpCPU, inprocCPUAll+inprocCPU
+		fmt.Printf("  HTTP %.0f plans/s (p50 %.2f ms, p99 %.2f ms), in process %.0f plans/s: %.2f; CPU per plan %.2f ms (service and client) / %.2f ms\n",
+			rr.HTTP.PerS, rr.HTTP.P50Ms, rr.HTTP.P99Ms, rr.InProcPerS, rr.Ratio, rr.HTTPCPUMs, rr.InProcCPUMs)
 	}
 	res.UncachedHTTPPerS = float64(httpN) / httpEl.Seconds()
 	res.InProcPerS = float64(inprocN) / inprocEl.Seconds()
 	res.HTTPToInProc = res.UncachedHTTPPerS / res.InProcPerS
+	res.HTTPToInProcCPU = (float64(httpN) / httpCPUAll.Seconds()) / (float64(inprocN) / inprocCPUAll.Seconds())
 	peak = max(peak, svc.rss("VmHWM"))
 	fmt.Printf("service RSS (uncached): peak %.1f MiB; sampled peaks: %s\n", mib(svc.rss("VmHWM")), svc.phasePeaks())
 	svc.stop()
@@ -352,6 +371,7 @@ func printTable(o options, r *Results) {
 	}
 	fmt.Printf("| closed loop, cache off: HTTP plans/s / planner in process plans/s (all rounds) | %.0f / %.0f = %.2f | >= 0.8 | %s |\n",
 		r.UncachedHTTPPerS, r.InProcPerS, r.HTTPToInProc, met(r.HTTPToInProc >= 0.8))
+	fmt.Printf("| the same per CPU-second (HTTP: the service's and the client's CPU; in process: the planner's) | %.2f | - | |\n", r.HTTPToInProcCPU)
 	fmt.Printf("| service peak RSS (VmHWM, GOMEMLIMIT 102MiB) | %.1f MiB | < 128 MiB | %s |\n", r.PeakRSSMiB, met(r.PeakRSSMiB < 128))
 	fmt.Printf("| database on disk | %.1f MiB | - | |\n", r.DBSizeMiB)
 }
@@ -486,7 +506,8 @@ func benchIntent(o options, first int, version string) wire.BuildIntent {
 // openLoop offers plans and manifests at fixed rates. Each request has a
 // scheduled time; its latency runs from then, so a slow answer delays no
 // later request's clock.
-func openLoop(c *fasthttp.HostClient, o options, builds int, version string, res *Results) error {
+// ready is called after the warm-up, when the measured part starts.
+func openLoop(c *fasthttp.HostClient, o options, builds int, version string, res *Results, ready func()) error {
 	// Distinct intents: windows of the crate space at co-prime offsets.
 	pool := max(o.openIntents, 1)
 	if o.openIntents <= 0 {
@@ -524,6 +545,7 @@ func openLoop(c *fasthttp.HostClient, o options, builds int, version string, res
 		wg.Wait()
 		fmt.Printf("  warm-up: %d intents planned once in %s\n", len(intents), time.Since(t0).Round(time.Millisecond))
 	}
+	ready()
 
 	var planLat, manLat []time.Duration
 	var mu sync.Mutex
@@ -870,6 +892,38 @@ func (s *service) planCacheCounts(c *fasthttp.HostClient) (hits, misses float64)
 		}
 	}
 	return hits, misses
+}
+
+// cpu is the service's CPU time so far (user and system, all threads).
+func (s *service) cpu() time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command (which may hold spaces) start at ") ".
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / clockTicks
+}
+
+// clockTicks is USER_HZ, 100 on Linux.
+const clockTicks = 100
+
+// selfCPU is this process's CPU time so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // rss reads a /proc/<pid>/status field in bytes.

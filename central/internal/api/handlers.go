@@ -107,22 +107,37 @@ func (s *Server) answerPlan(ctx *fasthttp.RequestCtx, start time.Time, body []by
 		return err
 	}
 	s.deps.Metrics.ObservePlanCache(false)
-	plan, outcome, stamp, err := s.deps.Planner.PlanTracked(&intent)
+	var plan wire.PrefetchPlan
+	var outcome planner.Outcome
+	var stamp *planner.Stamp
+	var err error
+	if cacheable {
+		plan, outcome, stamp, err = s.deps.Planner.PlanTracked(&intent)
+	} else {
+		plan, outcome, err = s.deps.Planner.Plan(&intent)
+	}
 	if err != nil {
 		s.log.Warn("planning failed, answering use_fallback", "error", err)
 	}
+	// The reply is encoded in one pooled buffer that then becomes the
+	// response body (SwapBody), so it is not copied again.
 	buf := bufpool.Get()
 	defer bufpool.Put(buf)
-	tail, err := plan.AppendTail((*buf)[:0])
+	out, err := plan.AppendHead((*buf)[:0])
 	if err != nil {
+		return err
+	}
+	head := len(out)
+	if out, err = appendTail(out, &plan); err != nil {
 		return fmt.Errorf("encode plan: %w", err)
 	}
-	*buf = tail
-	s.writePlan(ctx, &plan, tail)
 	if cacheable && outcome != planner.OutcomePlanningError {
 		s.plans.put(key, &cachedPlan{stamp: stamp, disposition: plan.Disposition, outcome: outcome,
-			candidates: len(plan.Candidates), tail: bytes.Clone(tail)})
+			candidates: len(plan.Candidates), tail: bytes.Clone(out[head:])})
 	}
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.SetContentType("application/json")
+	*buf = ctx.Response.SwapBody(out)[:0]
 	s.deps.Metrics.ObservePlan(string(outcome), time.Since(start), len(plan.Candidates))
 	return nil
 }

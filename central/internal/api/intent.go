@@ -1,6 +1,8 @@
 package api
 
 import (
+	"encoding/binary"
+
 	"github.com/kache-planner/kache-planner/shared/reqbody"
 	"github.com/kache-planner/kache-planner/shared/wire"
 )
@@ -125,6 +127,13 @@ func (s *intentScanner) rawString() ([]byte, bool) {
 		return nil, false
 	}
 	start := s.i
+	// Eight bytes at a time while none is '"', '\\', a control or non-ASCII.
+	for ; s.i+8 <= len(s.b); s.i += 8 {
+		w := binary.LittleEndian.Uint64(s.b[s.i:])
+		if w&highs|(w-ones*0x20)&^w&highs|zeroByte(w^ones*'"')|zeroByte(w^ones*'\\') != 0 {
+			break
+		}
+	}
 	for ; s.i < len(s.b); s.i++ {
 		switch c := s.b[s.i]; {
 		case c == '"':

@@ -45,8 +45,9 @@ type Config struct {
 
 // Planner answers plan requests.
 type Planner interface {
-	// PlanTracked plans and returns the stamp that says how long the plan
-	// stays the answer to the same intent.
+	Plan(intent *wire.BuildIntent) (wire.PrefetchPlan, planner.Outcome, error)
+	// PlanTracked is Plan, also returning the stamp that says how long the
+	// plan stays the answer to the same intent.
 	PlanTracked(intent *wire.BuildIntent) (wire.PrefetchPlan, planner.Outcome, *planner.Stamp, error)
 	Name() string
 }

@@ -155,23 +155,6 @@ func (c *listCache) peek(key string) ([]Variant, bool) {
 	return e.vs, ok
 }
 
-// take removes a list before a writer changes it and returns what was cached.
-func (c *listCache) take(key string) ([]Variant, bool) {
-	if c.limit <= 0 {
-		return nil, false
-	}
-	s := c.shard(key)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c.stripe(key).Add(1)
-	old, ok := s.m[key]
-	if ok {
-		s.bytes -= cost(key, old.vs)
-		delete(s.m, key)
-	}
-	return old.vs, ok
-}
-
 // settle ends a writer's change: vs (when non-nil) becomes the cached list.
 func (c *listCache) settle(key string, vs []Variant) {
 	if c.limit <= 0 {
