@@ -55,7 +55,7 @@ fuzz FUZZTIME="30s":
     go test ./shared/cargolock -run '^$' -fuzz FuzzParse -fuzztime {{FUZZTIME}} -fuzzminimizetime 1s
     go test ./shared/layout -run '^$' -fuzz FuzzParseEntryManifestKey -fuzztime {{FUZZTIME}}
 
-# Central's benchmark: 1,000,000 keys, plan latency and throughput, ingest rate, RSS.
+# Central's benchmark over 1,000,000 keys: ingest rate, plans at a fleet's load while builds land (open loop), cached and uncached closed loop, peak RSS; each figure against its goal.
 bench-central *ARGS:
     go run ./central/cmd/kache-bench {{ARGS}}
 

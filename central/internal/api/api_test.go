@@ -586,3 +586,25 @@ func TestPlanCache(t *testing.T) {
 		t.Fatalf("%+v", p)
 	}
 }
+
+// A write invalidates only the cached plans that read what it changed: a
+// build of another crate leaves the plan cached.
+func TestPlanCacheKeepsPlansOthersWritesMiss(t *testing.T) {
+	h := newHarness(t)
+	h.postJSON("/v1/manifests", manifestJSON(wire.ManifestEntry{CacheKey: key(1), CrateName: "serde", CompileTimeMs: 5, ArtifactSize: 6}))
+	intent := `{"crate_names":["serde"],"namespace":null,"cargo_lock_deps":[]}`
+	hits := func() string {
+		m := h.do("GET", "/metrics", nil).body
+		i := bytes.Index(m, []byte(`kache_planner_plan_cache_total{result="hit"} `))
+		return string(bytes.Fields(m[i:])[1])
+	}
+	h.plan(intent)
+	h.postJSON("/v1/manifests", manifestJSON(wire.ManifestEntry{CacheKey: key(2), CrateName: "tokio", CompileTimeMs: 5, ArtifactSize: 6}))
+	if p := h.plan(intent); len(p.Candidates) != 1 || hits() != "1" {
+		t.Fatalf("after a build of another crate: %d candidates, %s hits", len(p.Candidates), hits())
+	}
+	h.postJSON("/v1/manifests", manifestJSON(wire.ManifestEntry{CacheKey: key(3), CrateName: "serde", CompileTimeMs: 5, ArtifactSize: 6}))
+	if p := h.plan(intent); len(p.Candidates) != 2 || hits() != "1" {
+		t.Fatalf("after a build of its crate: %d candidates, %s hits", len(p.Candidates), hits())
+	}
+}

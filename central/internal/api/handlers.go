@@ -94,7 +94,7 @@ func (s *Server) answerPlan(ctx *fasthttp.RequestCtx, start time.Time, body []by
 	}
 	key, cacheable := s.plans.key(body)
 	if cacheable {
-		if hit, ok := s.plans.get(key); ok {
+		if hit, ok := s.plans.get(key, body); ok {
 			s.deps.Metrics.ObservePlanCache(true)
 			head := wire.PrefetchPlan{PlanID: planID(start), Planner: s.deps.Planner.Name(), Disposition: hit.disposition}
 			s.writePlan(ctx, &head, hit.tail)
@@ -132,7 +132,7 @@ func (s *Server) answerPlan(ctx *fasthttp.RequestCtx, start time.Time, body []by
 		return fmt.Errorf("encode plan: %w", err)
 	}
 	if cacheable && outcome != planner.OutcomePlanningError {
-		s.plans.put(key, &cachedPlan{stamp: stamp, disposition: plan.Disposition, outcome: outcome,
+		s.plans.put(key, body, &cachedPlan{stamp: stamp, disposition: plan.Disposition, outcome: outcome,
 			candidates: len(plan.Candidates), tail: bytes.Clone(out[head:])})
 	}
 	ctx.SetStatusCode(fasthttp.StatusOK)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/binary"
 
 	"github.com/kache-planner/kache-planner/shared/reqbody"
@@ -172,7 +173,7 @@ func (s *intentScanner) strings() ([]string, bool) {
 	if s.null() {
 		return nil, true
 	}
-	out := []string{}
+	out := make([]string, 0, s.estimate(`]`, ','))
 	ok := s.array(func() bool {
 		v, ok := s.str()
 		out = append(out, v)
@@ -187,7 +188,7 @@ func (s *intentScanner) lockDeps() ([]wire.LockDep, bool) {
 	if s.null() {
 		return nil, true
 	}
-	out := []wire.LockDep{}
+	out := make([]wire.LockDep, 0, s.estimate(`]]`, '['))
 	ok := s.array(func() bool {
 		if !s.eat('[') {
 			return false
@@ -211,6 +212,17 @@ func (s *intentScanner) lockDeps() ([]wire.LockDep, bool) {
 		return s.eat(']')
 	})
 	return out, ok
+}
+
+// estimate guesses how many elements the array at s.i has, for a
+// capacity: one more than the seps before the first end (a string may hold
+// either, which only spoils the guess).
+func (s *intentScanner) estimate(end string, sep byte) int {
+	rest := s.b[s.i:]
+	if i := bytes.Index(rest, []byte(end)); i >= 0 {
+		rest = rest[:i]
+	}
+	return min(bytes.Count(rest, []byte{sep})+1, len(rest)/2+1)
 }
 
 // array reads `[elem, ...]`, calling elem at each element's first byte.

@@ -1,9 +1,9 @@
 package api
 
 import (
+	"bytes"
+	"hash/maphash"
 	"sync"
-
-	"github.com/zeebo/blake3"
 
 	"github.com/kache-planner/kache-planner/central/internal/planner"
 	"github.com/kache-planner/kache-planner/shared/wire"
@@ -17,16 +17,19 @@ import (
 // candidates costs more than composing it. Only the part after the
 // disposition is kept, so each answer still gets a fresh plan id.
 //
-// Intents are keyed by their BLAKE3 digest, so an entry holds no copy of the
-// intent and a hit compares 32 bytes.
+// Intents are keyed by a seeded hash of the body and compared whole on a
+// hit. (A cryptographic digest instead of the copy cost 16% of the service's
+// CPU on cache hits.)
 type planCache struct {
 	mu      sync.Mutex
-	entries map[[32]byte]*cachedPlan
+	seed    maphash.Seed
+	entries map[uint64]*cachedPlan
 	bytes   int
 	limit   int
 }
 
 type cachedPlan struct {
+	intent      []byte
 	stamp       *planner.Stamp
 	disposition wire.Disposition
 	outcome     planner.Outcome
@@ -35,26 +38,28 @@ type cachedPlan struct {
 }
 
 func newPlanCache(limitBytes int) *planCache {
-	return &planCache{entries: make(map[[32]byte]*cachedPlan), limit: limitBytes}
+	return &planCache{seed: maphash.MakeSeed(), entries: make(map[uint64]*cachedPlan), limit: limitBytes}
 }
 
-func (c *planCache) size(e *cachedPlan) int { return len(e.tail) + e.stamp.Bytes() + 160 }
+func (c *planCache) size(e *cachedPlan) int {
+	return len(e.intent) + len(e.tail) + e.stamp.Bytes() + 160
+}
 
 // key is the cache key of an intent body; ok is false when caching is off.
-func (c *planCache) key(body []byte) (k [32]byte, ok bool) {
+func (c *planCache) key(body []byte) (k uint64, ok bool) {
 	if c.limit <= 0 {
-		return k, false
+		return 0, false
 	}
-	return blake3.Sum256(body), true
+	return maphash.Bytes(c.seed, body), true
 }
 
-// get returns the cached answer to the intent with this key while it is
-// current; a stale one is dropped.
-func (c *planCache) get(k [32]byte) (*cachedPlan, bool) {
+// get returns the cached answer to this intent body, under its key, while
+// it is current; a stale one is dropped.
+func (c *planCache) get(k uint64, body []byte) (*cachedPlan, bool) {
 	c.mu.Lock()
 	e, ok := c.entries[k]
 	c.mu.Unlock()
-	if !ok {
+	if !ok || !bytes.Equal(e.intent, body) {
 		return nil, false
 	}
 	// Outside the lock: checking what a plan read takes a few hundred
@@ -71,10 +76,11 @@ func (c *planCache) get(k [32]byte) (*cachedPlan, bool) {
 	return nil, false
 }
 
-// put stores an answer; cached entries are immutable once stored. Arbitrary
-// entries (map order) make room: stale ones are dropped when next asked for,
-// and hot ones come back on their next miss.
-func (c *planCache) put(k [32]byte, e *cachedPlan) {
+// put stores the answer to an intent body; cached entries are immutable
+// once stored. Arbitrary entries (map order) make room: stale ones are
+// dropped when next asked for, and hot ones come back on their next miss.
+func (c *planCache) put(k uint64, body []byte, e *cachedPlan) {
+	e.intent = bytes.Clone(body)
 	n := c.size(e)
 	if n > c.limit/4 {
 		return

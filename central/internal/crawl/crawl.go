@@ -49,7 +49,8 @@ type Config struct {
 	// MaxObjectBytes bounds one manifest read (kache caps reads at 64 MiB).
 	MaxObjectBytes int64
 	// Fetchers bounds the manifest GETs in flight (default 16), and
-	// FetchBudgetBytes the object bytes they hold (default 32 MiB).
+	// FetchBudgetBytes the object bytes they hold (default 16 MiB; a
+	// decoded manifest takes two to three times its size).
 	Fetchers         int
 	FetchBudgetBytes int64
 	// OnSynced is called once, after the first complete pass.

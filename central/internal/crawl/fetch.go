@@ -19,7 +19,7 @@ import (
 // Fan-out defaults (Config.Fetchers, Config.FetchBudgetBytes).
 const (
 	defaultFetchers         = 16
-	defaultFetchBudgetBytes = 32 << 20
+	defaultFetchBudgetBytes = 16 << 20
 )
 
 // fetcher runs one pass's GETs: at most Fetchers at once, holding at most

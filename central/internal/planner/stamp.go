@@ -46,5 +46,6 @@ func (p *Planner) PlanTracked(intent *wire.BuildIntent) (wire.PrefetchPlan, Outc
 		idx = t.Tracked(&st.reads)
 	}
 	plan, out, err := p.plan(intent, idx)
+	st.reads.Seal()
 	return plan, out, st, err
 }

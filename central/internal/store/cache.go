@@ -77,9 +77,16 @@ func (c *listCache) shard(key string) *cacheShard {
 	return &c.shards[hashKey(key)%cacheShards]
 }
 
+// locate returns key's shard and the epoch of its stripe.
+func (c *listCache) locate(key string) (*cacheShard, *atomic.Uint32) {
+	h := hashKey(key)
+	return &c.shards[h%cacheShards], &c.stripes[h/cacheShards%cacheStripes]
+}
+
 // stripe is the epoch of key's stripe.
 func (c *listCache) stripe(key string) *atomic.Uint32 {
-	return &c.stripes[hashKey(key)/cacheShards%cacheStripes]
+	_, st := c.locate(key)
+	return st
 }
 
 func hashKey(key string) uint32 {
@@ -100,10 +107,10 @@ func (c *listCache) get(key []byte) (cachedList, bool, fillToken) {
 	if c.limit <= 0 {
 		return cachedList{}, false, fillToken{}
 	}
-	s := c.shard(string(key))
+	s, st := c.locate(string(key))
 	s.mu.RLock()
 	e, ok := s.m[string(key)]
-	t := fillToken{shard: s.epoch, stripe: c.stripe(string(key)).Load()}
+	t := fillToken{shard: s.epoch, stripe: st.Load()}
 	s.mu.RUnlock()
 	return e, ok, t
 }
@@ -115,10 +122,10 @@ func (c *listCache) fill(key string, vs []Variant, t fillToken) uint64 {
 	if c.limit <= 0 {
 		return 0
 	}
-	s := c.shard(key)
+	s, st := c.locate(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.epoch != t.shard || c.stripe(key).Load() != t.stripe {
+	if s.epoch != t.shard || st.Load() != t.stripe {
 		return 0
 	}
 	if e, ok := s.m[key]; ok {
@@ -160,10 +167,10 @@ func (c *listCache) settle(key string, vs []Variant) {
 	if c.limit <= 0 {
 		return
 	}
-	s := c.shard(key)
+	s, st := c.locate(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c.stripe(key).Add(1)
+	st.Add(1)
 	if old, ok := s.m[key]; ok {
 		// A list taken and settled by two writers in turn, or put back
 		// by a fill in between: either way it changed.

@@ -23,7 +23,7 @@ type pendingApply struct {
 // Group limits: a group holds its observations' batch in memory.
 const (
 	maxGroupApplies   = 32
-	maxGroupArtifacts = 64 << 10
+	maxGroupArtifacts = 16 << 10 // about 7 MiB of batch
 	// A reused batch that grew past this is dropped after its write.
 	maxKeptBatchRecords = 256 << 10
 )

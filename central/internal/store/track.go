@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"slices"
 	"sync/atomic"
 )
 
@@ -41,6 +42,10 @@ func (r *Reads) add(key string, ver uint64) {
 	}
 	r.lists = append(r.lists, listRead{key: key, ver: ver})
 }
+
+// Seal ends the recording: r is kept (in a cache) from now on, so the
+// spare capacity of its list goes.
+func (r *Reads) Seal() { r.lists = slices.Clip(r.lists) }
 
 // Bytes approximates the memory r holds (the keys are the cache's).
 func (r *Reads) Bytes() int { return 64 + 24*cap(r.lists) }
