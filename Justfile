@@ -126,13 +126,13 @@ _tool NAME PKG VERSION:
     GOBIN="{{tools}}" GOFLAGS="-modcacherw -buildvcs=false" go install "$want"
     echo "$want" > "$bin.stamp"
 
-# Build the e2e servers (etcd, kube-apiserver, MinIO) once, into ~/.cache/kache-planner/tools.
+# Build every tool the e2e suite starts (etcd, kube-apiserver, MinIO, helm, mc) once, into ~/.cache/kache-planner/tools.
 e2e-tools:
-    e2e/tools.sh etcd kube-apiserver minio
+    e2e/tools.sh etcd kube-apiserver minio helm mc
 
 # End-to-end tests: real etcd, kube-apiserver and MinIO on loopback (e2e/ and the sidecar's engine against MinIO).
 e2e: e2e-tools
-    KACHE_TOOLS_DIR="{{tools}}" go test -race -count=1 -tags e2e -timeout 20m -v ./e2e/ ./sidecar/internal/prefetch/
+    KACHE_TOOLS_DIR="{{tools}}" go test -race -count=1 -tags e2e -timeout 30m -v ./e2e/ ./sidecar/internal/prefetch/ ./shared/s3source/
 
 # Sidecar figures: prefetch throughput from MinIO (700 packs, ~0.9 GiB) against plain minio-go GETs (goal ratio >= 0.8).
 bench-sidecar:

@@ -50,10 +50,10 @@ func TestToolLookupAndMissingPolicy(t *testing.T) {
 			t.Errorf("%s: path %q, ended %q; want %q", name, path, ended, want)
 		}
 	}
-	cases := []struct{ ci, want string }{{"true", "fatal"}, {"", "skip"}, {"false", "skip"}}
+	cases := []struct{ optOut, want string }{{"", "fatal"}, {"0", "fatal"}, {"1", "skip"}}
 	for _, c := range cases {
-		t.Run(fmt.Sprintf("CI=%q", c.ci), func(t *testing.T) {
-			t.Setenv("CI", c.ci)
+		t.Run(fmt.Sprintf("KACHE_E2E_SKIP_MISSING_TOOLS=%q", c.optOut), func(t *testing.T) {
+			t.Setenv("KACHE_E2E_SKIP_MISSING_TOOLS", c.optOut)
 			if _, ended := runTool(t, "kache-no-such-tool"); ended != c.want {
 				t.Fatalf("missing tool ended the test with %q, want %q", ended, c.want)
 			}
