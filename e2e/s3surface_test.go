@@ -62,8 +62,8 @@ type s3Sidecar struct {
 
 // startS3Sidecar starts the sidecar in front of o's bucket, asking central
 // for plans when centralURL is set, and waits until both of its surfaces
-// answer.
-func startS3Sidecar(t testing.TB, o *objectStore, centralURL string) *s3Sidecar {
+// answer. extraEnv (NAME=value) is added to the sidecar's environment.
+func startS3Sidecar(t testing.TB, o *objectStore, centralURL string, extraEnv ...string) *s3Sidecar {
 	t.Helper()
 	parent := t.TempDir()
 	sc := &s3Sidecar{
@@ -89,6 +89,7 @@ func startS3Sidecar(t testing.TB, o *objectStore, centralURL string) *s3Sidecar 
 	if centralURL != "" {
 		env = append(env, "KACHE_SIDECAR_CENTRAL_ENDPOINT="+centralURL)
 	}
+	env = append(env, extraEnv...)
 	sc.p = testenv.Start(t, "kache-sidecar", env, sidecarBin(t), "serve")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

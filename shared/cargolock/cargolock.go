@@ -101,6 +101,10 @@ func ParseFile(path string) (*Lockfile, error) {
 		return nil, fmt.Errorf("open Cargo.lock: %w", err)
 	}
 	defer f.Close()
+	// A regular file over the cap is refused from its size, not read.
+	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && st.Size() > MaxSize {
+		return nil, fmt.Errorf("parse %s: %w", path, ErrTooLarge)
+	}
 	l, err := parse(f)
 	if err != nil {
 		return nil, fmt.Errorf("parse %s: %w", path, err)
@@ -116,6 +120,9 @@ func parse(r io.Reader) (*Lockfile, error) {
 	}
 	if n > MaxSize {
 		return nil, ErrTooLarge
+	}
+	if tooDeep(buf.String(), maxNesting) {
+		return nil, fmt.Errorf("%w: arrays or inline tables nested deeper than %d", ErrInvalid, maxNesting)
 	}
 	var raw rawLock
 	if _, err := toml.Decode(buf.String(), &raw); err != nil {
@@ -243,4 +250,45 @@ func (l *Lockfile) Lookup(d DepRef) (Package, bool) {
 		return Package{}, false
 	}
 	return l.Packages[i], true
+}
+
+// maxNesting bounds how deep arrays and inline tables nest. Cargo writes
+// two levels at most ([[package]] headers, dependency lists); the TOML
+// decoder's time and memory grow steeply with depth (a 1 MB file of nested
+// arrays cost it seconds and half a GiB), so deeper input is refused first.
+const maxNesting = 32
+
+// tooDeep reports whether s nests '[' or '{' more than limit deep outside
+// strings and comments.
+func tooDeep(s string, limit int) bool {
+	depth := 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '#':
+			for i < len(s) && s[i] != '\n' {
+				i++
+			}
+		case '"', '\'':
+			delim := s[i : i+1]
+			if strings.HasPrefix(s[i:], strings.Repeat(delim, 3)) {
+				delim = strings.Repeat(delim, 3)
+			}
+			i += len(delim)
+			for i < len(s) && !strings.HasPrefix(s[i:], delim) {
+				if c == '"' && s[i] == '\\' {
+					i++
+				}
+				i++
+			}
+			i += len(delim) - 1
+		case '[', '{':
+			depth++
+			if depth > limit {
+				return true
+			}
+		case ']', '}':
+			depth = max(depth-1, 0)
+		}
+	}
+	return false
 }

@@ -186,6 +186,8 @@ func TestParseRejects(t *testing.T) {
 		{"version as a string", "version = \"3\"\n", nil},
 		{"package not an array of tables", "package = \"serde\"\n", nil},
 		{"name not a string", "[[package]]\nname = 1\nversion = \"1\"\n", nil},
+		{"arrays nested past the bound", "version = 3\nx = " + strings.Repeat("[", 500_000) + strings.Repeat("]", 500_000) + "\n", ErrInvalid},
+		{"inline tables nested past the bound", "version = 3\nx = " + strings.Repeat("{a=", 100) + "1" + strings.Repeat("}", 100) + "\n", ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -207,6 +209,44 @@ func TestParseTooLarge(t *testing.T) {
 	_, err := Parse(io.LimitReader(newlines{}, MaxSize+1))
 	if !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("Parse(MaxSize+1 bytes) error = %v, want ErrTooLarge", err)
+	}
+}
+
+// A regular file over the cap is refused from its size, without reading it.
+func TestParseFileTooLarge(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "Cargo.lock")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(MaxSize + 1); err != nil { // sparse
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := ParseFile(p); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("ParseFile(MaxSize+1 bytes) error = %v, want ErrTooLarge", err)
+	}
+}
+
+// Brackets inside strings and comments do not count as nesting.
+func TestTooDeep(t *testing.T) {
+	deep := strings.Repeat("[", 40)
+	for _, tt := range []struct {
+		in   string
+		want bool
+	}{
+		{"x = " + deep, true},
+		{`x = "` + deep + `"`, false},
+		{`x = "\"` + deep + `"`, false},
+		{"x = '" + deep + "'", false},
+		{`x = """` + "\n" + deep + `"""`, false},
+		{"x =  + deep + ", false},
+		{"# " + deep + "\nx = 1", false},
+		{"[[package]]\ndependencies = [\"a\", \"b\"]\n", false},
+	} {
+		if got := tooDeep(tt.in, 32); got != tt.want {
+			t.Errorf("tooDeep(%.30q) = %v, want %v", tt.in, got, tt.want)
+		}
 	}
 }
 

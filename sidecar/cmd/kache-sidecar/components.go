@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -36,6 +37,26 @@ const plannerName = "kache-sidecar"
 // demandLanes are kept free of speculative work so the build never queues
 // behind prefetching (kache keeps 4 of its 16 S3 connections the same way).
 const demandLanes = 4
+
+// wallClock is the sidecar's clock: the host's plus --clock-offset. It is
+// what the sidecar's own checks and records read, that is whatever is
+// compared with other machines' times or sent to them: SigV4 request dates,
+// plan ids, hint ages, the job context's idle time, prefetch sessions and
+// their reported timelines, observed-pack manifests. Durations measured for
+// metrics stay on time.Now/time.Since. The store's recency stamps stay on
+// the host's clock too: they are compared with file mtimes, which the host
+// writes. Requests to the bucket are signed by minio-go with the host's
+// clock, so an offset models a sidecar whose view of time is off, not one
+// the bucket would refuse.
+type wallClock func() time.Time
+
+func newClock(cfg config.Config) wallClock {
+	off := cfg.ClockOffset
+	if off == 0 {
+		return time.Now
+	}
+	return func() time.Time { return time.Now().Add(off) }
+}
 
 func newBucket(cfg config.Config) (*s3source.Bucket, error) {
 	if cfg.S3Bucket == "" {
@@ -84,7 +105,7 @@ func (b bucketLister) List(ctx context.Context, prefix string, fn func(key strin
 	return b.Bucket.List(ctx, prefix, func(o s3source.Object) error { return fn(o.Key, o.Size) })
 }
 
-func newBucketPlan(cfg config.Config, b *s3source.Bucket, st *store.Store, log *slog.Logger) (*bucketplan.Source, error) {
+func newBucketPlan(cfg config.Config, b *s3source.Bucket, st *store.Store, now wallClock, log *slog.Logger) (*bucketplan.Source, error) {
 	if b == nil {
 		return nil, nil
 	}
@@ -96,6 +117,7 @@ func newBucketPlan(cfg config.Config, b *s3source.Bucket, st *store.Store, log *
 		Prefix:     prefix(cfg),
 		Planner:    plannerName,
 		IsNotFound: func(err error) bool { return errors.Is(err, s3source.ErrNotFound) },
+		Now:        now,
 	}, bucketLister{b}, hist, log)
 }
 
@@ -112,8 +134,8 @@ func runnerInfo(cfg config.Config) (runner.Info, error) {
 
 // newPlanner builds the planning chain; hints may be nil (warm).
 func newPlanner(cfg config.Config, info runner.Info, h planner.Hints, c *central.Client, bp *bucketplan.Source,
-	jobs *runner.JobContext, log *slog.Logger) (*planner.Planner, error) {
-	deps := planner.Deps{Hints: h, Logger: log, Jobs: jobs}
+	jobs *runner.JobContext, now wallClock, log *slog.Logger) (*planner.Planner, error) {
+	deps := planner.Deps{Hints: h, Logger: log, Jobs: jobs, Now: now}
 	// Typed nils must not become non-nil interfaces.
 	if c != nil {
 		deps.Central = c
@@ -134,7 +156,7 @@ func (r timelineReporter) Report(ctx context.Context, rep prefetch.Report) error
 	return err
 }
 
-func newEngine(cfg config.Config, b *s3source.Bucket, st *store.Store, m *prefetch.Metrics, c *central.Client, log *slog.Logger) *prefetch.Engine {
+func newEngine(cfg config.Config, b *s3source.Bucket, st *store.Store, m *prefetch.Metrics, c *central.Client, now wallClock, log *slog.Logger) *prefetch.Engine {
 	if b == nil {
 		return nil
 	}
@@ -154,6 +176,7 @@ func newEngine(cfg config.Config, b *s3source.Bucket, st *store.Store, m *prefet
 	// Planned keys the bucket does not have are reported, so central
 	// stops planning them.
 	pc.Missing = missing
+	pc.Clock = now
 	return prefetch.New(pc, b, st, m, rep, log.With("component", "prefetch"))
 }
 
@@ -163,20 +186,20 @@ func planOf(intent *wire.BuildIntent, p wire.PrefetchPlan, source string) prefet
 }
 
 func newS3Surface(cfg config.Config, b *s3source.Bucket, st *store.Store, e s3api.Demander, rep s3api.Reporter,
-	reg prometheus.Registerer, log *slog.Logger, onErr func(error)) (*s3api.Server, error) {
+	now wallClock, reg prometheus.Registerer, log *slog.Logger, onErr func(error)) (*s3api.Server, error) {
 	return s3api.New(s3api.Config{
 		Addr: cfg.S3Listen, AllowRemote: cfg.S3AllowRemote, Bucket: cfg.S3Bucket, Region: cfg.S3Region,
-		Prefix: prefix(cfg), AccessKey: cfg.LocalAccessKey, SecretKey: cfg.LocalSecretKey,
+		Prefix: prefix(cfg), AccessKey: cfg.LocalAccessKey, SecretKey: cfg.LocalSecretKey, Now: now,
 	}, s3api.Deps{Upstream: b, Store: st, Engine: e, Reporter: rep, Registerer: reg, Logger: log, OnServeError: onErr})
 }
 
-func newReporter(c *central.Client, info runner.Info, jobs *runner.JobContext, reg prometheus.Registerer, log *slog.Logger) (*report.Reporter, error) {
+func newReporter(c *central.Client, info runner.Info, jobs *runner.JobContext, now wallClock, reg prometheus.Registerer, log *slog.Logger) (*report.Reporter, error) {
 	var to report.Central
 	if c != nil {
 		to = jobCentral{c: c, jobs: jobs}
 	}
 	rc := info.Context
-	return report.New(report.Config{Runner: &rc}, report.Deps{Central: to, Registerer: reg, Logger: log.With("component", "report")})
+	return report.New(report.Config{Runner: &rc}, report.Deps{Central: to, Registerer: reg, Logger: log.With("component", "report"), Now: now})
 }
 
 // jobCentral adds what the job context knows (warm's job, kache's intent)

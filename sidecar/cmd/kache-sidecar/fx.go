@@ -38,6 +38,7 @@ func opts(cfg config.Config, log *slog.Logger) fx.Option {
 			newRegistry,
 			func(r *prometheus.Registry) prometheus.Registerer { return r },
 			func(r *prometheus.Registry) prometheus.Gatherer { return r },
+			newClock,
 			runnerInfo,
 			newBucket,
 			fxCentral,
@@ -104,8 +105,8 @@ func fxHints(lc fx.Lifecycle, cfg config.Config, log *slog.Logger) (*hints.Store
 	return h, nil
 }
 
-func fxBucketPlan(lc fx.Lifecycle, cfg config.Config, b *s3source.Bucket, st *store.Store, log *slog.Logger) (*bucketplan.Source, error) {
-	bp, err := newBucketPlan(cfg, b, st, log)
+func fxBucketPlan(lc fx.Lifecycle, cfg config.Config, b *s3source.Bucket, st *store.Store, now wallClock, log *slog.Logger) (*bucketplan.Source, error) {
+	bp, err := newBucketPlan(cfg, b, st, now, log)
 	if bp != nil {
 		lc.Append(fx.StartStopHook(bp.Start, bp.Stop))
 	}
@@ -115,8 +116,8 @@ func fxBucketPlan(lc fx.Lifecycle, cfg config.Config, b *s3source.Bucket, st *st
 // fxPlanner stops before the hint database closes (fx stops in reverse
 // order of construction), since it writes hints in the background.
 func fxPlanner(lc fx.Lifecycle, cfg config.Config, info runner.Info, h *hints.Store, c *central.Client,
-	bp *bucketplan.Source, jobs *runner.JobContext, log *slog.Logger) (*planner.Planner, error) {
-	p, err := newPlanner(cfg, info, h, c, bp, jobs, log)
+	bp *bucketplan.Source, jobs *runner.JobContext, now wallClock, log *slog.Logger) (*planner.Planner, error) {
+	p, err := newPlanner(cfg, info, h, c, bp, jobs, now, log)
 	if err != nil {
 		return nil, err
 	}
@@ -125,8 +126,8 @@ func fxPlanner(lc fx.Lifecycle, cfg config.Config, info runner.Info, h *hints.St
 }
 
 func fxEngine(lc fx.Lifecycle, cfg config.Config, b *s3source.Bucket, st *store.Store, m *prefetch.Metrics,
-	c *central.Client, log *slog.Logger) *prefetch.Engine {
-	e := newEngine(cfg, b, st, m, c, log)
+	c *central.Client, now wallClock, log *slog.Logger) *prefetch.Engine {
+	e := newEngine(cfg, b, st, m, c, now, log)
 	if e != nil {
 		lc.Append(fx.StartStopHook(e.Start, e.Stop))
 	}
@@ -176,13 +177,13 @@ func fxServer(lc fx.Lifecycle, cfg config.Config, p *planner.Planner, e *prefetc
 // credentials to verify; it stops before the engine and the store (fx stops
 // in reverse order of construction).
 func fxS3(lc fx.Lifecycle, cfg config.Config, b *s3source.Bucket, st *store.Store, e *prefetch.Engine, p *planner.Planner,
-	rep *report.Reporter, reg prometheus.Registerer, log *slog.Logger, sd fx.Shutdowner) (*s3api.Server, error) {
+	rep *report.Reporter, now wallClock, reg prometheus.Registerer, log *slog.Logger, sd fx.Shutdowner) (*s3api.Server, error) {
 	if !cfg.S3Surface() || b == nil || e == nil {
 		return nil, nil
 	}
 	// Every read tells the planner what the build is (its profile) and
 	// keeps the job context alive, then goes to the engine.
-	s, err := newS3Surface(cfg, b, st, readObserver{Demander: e, p: p}, s3Reporter{rep}, reg, log, func(err error) {
+	s, err := newS3Surface(cfg, b, st, readObserver{Demander: e, p: p}, s3Reporter{rep}, now, reg, log, func(err error) {
 		log.Error("S3 surface failed", "error", err)
 		sd.Shutdown(fx.ExitCode(1))
 	})
@@ -195,12 +196,12 @@ func fxS3(lc fx.Lifecycle, cfg config.Config, b *s3source.Bucket, st *store.Stor
 
 // fxReporter sends what the S3 surface sees to central; it stops after the
 // surface (fx stops in reverse order), so the last uploads are still sent.
-func fxReporter(lc fx.Lifecycle, cfg config.Config, c *central.Client, info runner.Info, jobs *runner.JobContext, reg prometheus.Registerer,
-	log *slog.Logger) (*report.Reporter, error) {
+func fxReporter(lc fx.Lifecycle, cfg config.Config, c *central.Client, info runner.Info, jobs *runner.JobContext, now wallClock,
+	reg prometheus.Registerer, log *slog.Logger) (*report.Reporter, error) {
 	if !cfg.S3Surface() {
 		return nil, nil
 	}
-	r, err := newReporter(c, info, jobs, reg, log)
+	r, err := newReporter(c, info, jobs, now, reg, log)
 	if err != nil {
 		return nil, err
 	}

@@ -210,4 +210,6 @@ func (o readObserver) Demand(ctx context.Context, r store.Ref) error {
 }
 
 // newJobContext is the running sidecar's job context.
-func newJobContext() *runner.JobContext { return runner.NewJobContext(runner.DefaultJobIdle, nil) }
+func newJobContext(now wallClock) *runner.JobContext {
+	return runner.NewJobContext(runner.DefaultJobIdle, now)
+}

@@ -143,7 +143,7 @@ func (profilePlans) Plan(_ context.Context, in *wire.BuildIntent) (wire.Prefetch
 // TestReadObserver: a read through the S3 surface reaches the engine and
 // tells the planner the build's profile.
 func TestReadObserver(t *testing.T) {
-	jobs := newJobContext()
+	jobs := newJobContext(time.Now)
 	p, err := planner.New(planner.Config{ObservesReads: true, Deadline: time.Second}, planner.Deps{Central: profilePlans{}, Jobs: jobs})
 	must(t, err)
 	defer p.Stop(context.Background())

@@ -308,7 +308,8 @@ func warmStandalone(ctx context.Context, cfg config.Config, info runner.Info, in
 		return res
 	}
 	defer st.Close()
-	bp, err := newBucketPlan(cfg, b, st, log)
+	now := newClock(cfg)
+	bp, err := newBucketPlan(cfg, b, st, now, log)
 	if err != nil {
 		res.err = err
 		return res
@@ -326,7 +327,7 @@ func warmStandalone(ctx context.Context, cfg config.Config, info runner.Info, in
 	// shard reads time to answer.
 	pcfg := cfg
 	pcfg.PlanDeadline = 15 * time.Second
-	p, err := newPlanner(pcfg, info, nil, c, bp, nil, log)
+	p, err := newPlanner(pcfg, info, nil, c, bp, nil, now, log)
 	if err != nil {
 		res.err = err
 		return res
@@ -338,7 +339,7 @@ func warmStandalone(ctx context.Context, cfg config.Config, info runner.Info, in
 		res.err = errors.New("neither central nor the bucket had a plan for this workspace")
 		return res
 	}
-	e := newEngine(cfg, b, st, prefetch.NewMetrics(nil), c, log)
+	e := newEngine(cfg, b, st, prefetch.NewMetrics(nil), c, now, log)
 	if e == nil {
 		res.err = errors.New("no bucket configured (--s3-bucket): nothing to prefetch from")
 		return res

@@ -65,6 +65,9 @@ type Config struct {
 	ListMaxKeyBytes int64
 	ListIdleTimeout time.Duration
 	ListTimeout     time.Duration
+	// Now is the clock of plan ids and of the key index's build time; nil
+	// means time.Now. Listing timeouts run on the host's clock.
+	Now func() time.Time
 }
 
 func (c Config) withDefaults() Config {
@@ -95,6 +98,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ListTimeout <= 0 {
 		c.ListTimeout = 600 * time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	return c
 }
@@ -186,7 +192,7 @@ func (s *Source) Refresh(ctx context.Context) error {
 		maxKeyBytes: s.cfg.ListMaxKeyBytes,
 		idle:        s.cfg.ListIdleTimeout,
 		total:       s.cfg.ListTimeout,
-	}, start)
+	}, s.cfg.Now())
 	if err != nil {
 		return fmt.Errorf("refresh key index: %w", err)
 	}
@@ -215,7 +221,7 @@ func (s *Source) Plan(ctx context.Context, intent *wire.BuildIntent) (wire.Prefe
 		return wire.PrefetchPlan{}, fmt.Errorf("compose bucket plan: %w", err)
 	}
 	plan := wire.PrefetchPlan{
-		PlanID:      "plan-" + strconv.FormatInt(time.Now().UnixMilli(), 10),
+		PlanID:      "plan-" + strconv.FormatInt(s.cfg.Now().UnixMilli(), 10),
 		Planner:     s.cfg.Planner,
 		Disposition: wire.UseFallback,
 		Candidates:  []wire.PrefetchCandidate{},

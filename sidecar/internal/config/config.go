@@ -71,6 +71,13 @@ type Config struct {
 
 	LogLevel        slog.Level
 	ShutdownTimeout time.Duration
+	// ClockOffset is a fault-injection and diagnostic setting: the
+	// sidecar's clock reads the host's plus this (negative is behind). The
+	// sidecar's own checks and records use it (SigV4 request dates, plan
+	// ids, hint ages, job and session times, what it reports to central);
+	// durations measured for metrics and the requests minio-go signs to the
+	// bucket stay on the host's clock.
+	ClockOffset time.Duration
 
 	// Warm only.
 	Workspace   string
@@ -158,6 +165,7 @@ func Parse(cmd string, args []string, lookupEnv func(string) (string, bool), out
 	var level string
 	f.str(&level, "log-level", "KACHE_SIDECAR_LOG_LEVEL", "info", "debug, info, warn or error")
 	f.dur(&c.ShutdownTimeout, "shutdown-timeout", "KACHE_SIDECAR_SHUTDOWN_TIMEOUT", 10*time.Second, "graceful shutdown budget")
+	f.dur(&c.ClockOffset, "clock-offset", "KACHE_SIDECAR_CLOCK_OFFSET", 0, "fault injection and diagnostics: the sidecar's clock reads the host's plus this, e.g. 10m or -10m (SigV4 checks, plan ids, reported times; the bucket's requests stay on the host's clock)")
 	if cmd == "warm" {
 		f.fs.StringVar(&c.Workspace, "workspace", ".", "Cargo workspace root (the directory holding Cargo.lock)")
 		f.str(&c.Namespace, "namespace", "KACHE_NAMESPACE", "", "kache namespace of the build (kache's KACHE_NAMESPACE)")
@@ -277,6 +285,9 @@ func (c Config) Validate() error {
 	if c.PlanDeadline < 10*time.Millisecond || c.PlanDeadline > 700*time.Millisecond {
 		errs = append(errs, fmt.Errorf("--plan-deadline %s: want 10ms-700ms (kache gives up at 750ms)", c.PlanDeadline))
 	}
+	if c.ClockOffset <= -MaxClockOffset || c.ClockOffset >= MaxClockOffset {
+		errs = append(errs, fmt.Errorf("--clock-offset %s: want less than %s either way", c.ClockOffset, MaxClockOffset))
+	}
 	switch c.Progress {
 	case "", "auto", "always", "never":
 	default:
@@ -284,6 +295,9 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// MaxClockOffset bounds --clock-offset (exclusive).
+const MaxClockOffset = 24 * time.Hour
 
 // S3Surface reports whether `serve` runs the S3 surface: it needs the
 // bucket it fronts and the credentials kache signs with.

@@ -89,6 +89,10 @@ func TestValidate(t *testing.T) {
 		{"deadline over kache's budget", func(c *Config) { c.PlanDeadline = time.Second }, "plan-deadline"},
 		{"no concurrency", func(c *Config) { c.PrefetchConcurrency = 0 }, "prefetch-concurrency"},
 		{"bad address", func(c *Config) { c.S3Listen = "7071" }, "s3-listen"},
+		{"clock 10 minutes behind", func(c *Config) { c.ClockOffset = -10 * time.Minute }, ""},
+		{"clock almost a day ahead", func(c *Config) { c.ClockOffset = 24*time.Hour - time.Second }, ""},
+		{"clock a day ahead", func(c *Config) { c.ClockOffset = 24 * time.Hour }, "clock-offset"},
+		{"clock a day behind", func(c *Config) { c.ClockOffset = -24 * time.Hour }, "clock-offset"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -97,6 +101,38 @@ func TestValidate(t *testing.T) {
 			err := c.Validate()
 			if (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
 				t.Fatalf("Validate() = %v, want %q", err, tc.err)
+			}
+		})
+	}
+}
+
+func TestClockOffset(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want time.Duration
+		err  string
+	}{
+		{name: "default", want: 0},
+		{name: "env ahead", env: map[string]string{"KACHE_SIDECAR_CLOCK_OFFSET": "10m"}, want: 10 * time.Minute},
+		{name: "env behind", env: map[string]string{"KACHE_SIDECAR_CLOCK_OFFSET": " -10m "}, want: -10 * time.Minute},
+		{name: "flag wins", args: []string{"--clock-offset", "-90s"}, env: map[string]string{"KACHE_SIDECAR_CLOCK_OFFSET": "10m"}, want: -90 * time.Second},
+		{name: "not a duration", env: map[string]string{"KACHE_SIDECAR_CLOCK_OFFSET": "ten minutes"}, err: "KACHE_SIDECAR_CLOCK_OFFSET"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, cmd := range []string{"serve", "warm"} {
+				c, err := Parse(cmd, tc.args, env(tc.env), io.Discard)
+				if tc.err != "" {
+					if err == nil || !strings.Contains(err.Error(), tc.err) {
+						t.Fatalf("%s: Parse() = %v, want an error naming %s", cmd, err, tc.err)
+					}
+					continue
+				}
+				if err != nil || c.ClockOffset != tc.want {
+					t.Fatalf("%s: ClockOffset %s, %v; want %s", cmd, c.ClockOffset, err, tc.want)
+				}
 			}
 		})
 	}

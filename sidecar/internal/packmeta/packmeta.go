@@ -40,7 +40,8 @@ var (
 	ErrNotPack = errors.New("not a kache pack")
 	// ErrLimit: the meta did not end within the Sniffer's limit.
 	ErrLimit = errors.New("pack meta not within the sniff limit")
-	// ErrTruncated: the stream ended (Close) before the meta did.
+	// ErrTruncated: the stream ended (Close) before the meta did, or
+	// before the zstd frame did (a pack cut after its meta.json).
 	ErrTruncated = errors.New("pack ended before its meta")
 )
 
@@ -78,7 +79,9 @@ var errSniffed = errors.New("pack meta sniffed")
 // fails and never holds on to p. Decoding runs in a goroutine owned by the
 // Sniffer, started by the first Write; it ends when the meta is read, when
 // the bytes are not a pack, when the limit is passed, or on Close, whichever
-// comes first. After that Write only counts.
+// comes first. After that Write only counts, and follows the zstd frame's
+// block headers to its end (frameWalker): a meta is reported only from a
+// stream that is exactly one whole frame.
 //
 // A Sniffer is used by one goroutine at a time; Close must be called once
 // the stream ends (or is abandoned) and before Meta and Err.
@@ -88,6 +91,7 @@ type Sniffer struct {
 	fed   int64 // bytes handed to the decoder
 
 	hdr     []byte // the frame header, until complete
+	walk    frameWalker
 	started bool
 	stopped bool
 	closed  bool
@@ -118,6 +122,9 @@ func NewSniffer(limit int64) *Sniffer {
 // len(p), nil.
 func (s *Sniffer) Write(p []byte) (int, error) {
 	n := len(p)
+	if !s.closed {
+		s.walk.write(p)
+	}
 	if s.stopped {
 		return n, nil
 	}
@@ -222,6 +229,12 @@ func (s *Sniffer) Close() error {
 	<-s.done
 	switch {
 	case s.err == nil:
+		// The meta counts only in a whole pack: one zstd frame that ends
+		// where the stream does. A pack cut after its meta.json is not one.
+		if err := s.walk.result(); err != nil {
+			s.reason = err
+			return nil
+		}
 		s.ok = true
 	case s.gaveUp != nil && !errors.Is(s.err, ErrNotPack):
 		s.reason = s.gaveUp

@@ -302,6 +302,36 @@ func TestSnifferGivesUp(t *testing.T) {
 	}
 }
 
+// A meta.json is reported only from a whole pack: one zstd frame that ends
+// where the stream does. A pack cut anywhere after its meta.json (a
+// correctly signed upload of a truncated pack is still stored) or followed
+// by other bytes is not reported.
+func TestSnifferWholeFrameOnly(t *testing.T) {
+	files := []file{{"libserde-1.rlib", randomBytes(8, 1<<20)}, {"zeros", make([]byte, 300<<10)}, {"empty", nil}}
+	for _, window := range []int{0, 1 << 20} {
+		p := pack(t, files, "", window)
+		for _, cut := range []int{len(p) / 4, len(p) / 2, len(p) - 5, len(p) - 1} {
+			s := NewSniffer(0)
+			feed(t, s, p[:cut], uint64(cut))
+			if m, ok := s.Meta(); ok || !errors.Is(s.Err(), ErrTruncated) {
+				t.Errorf("window %d, pack cut at %d of %d: meta %+v, %v, Err %v; want ErrTruncated", window, cut, len(p), m, ok, s.Err())
+			}
+		}
+		for _, extra := range [][]byte{{0}, randomBytes(9, 4096), p} {
+			s := NewSniffer(0)
+			feed(t, s, append(bytes.Clone(p), extra...), 9)
+			if m, ok := s.Meta(); ok || !errors.Is(s.Err(), ErrNotPack) {
+				t.Errorf("window %d, %d bytes after the frame: meta %+v, %v, Err %v; want ErrNotPack", window, len(extra), m, ok, s.Err())
+			}
+		}
+		s := NewSniffer(0)
+		feed(t, s, p, 10)
+		if m, ok := s.Meta(); !ok || !reflect.DeepEqual(m, wantMeta(files)) {
+			t.Errorf("window %d, whole pack: meta %+v, %v, Err %v", window, m, ok, s.Err())
+		}
+	}
+}
+
 // withWindowLog returns a copy of a streamed pack with its window
 // descriptor set to 2^log.
 func withWindowLog(p []byte, log int) []byte {

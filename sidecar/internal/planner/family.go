@@ -69,7 +69,12 @@ func (p *Planner) planSplit(ctx context.Context, in *wire.BuildIntent, keyOf fun
 		return results[0]
 	}
 	all := familySet(1)<<len(profiles) - 1
-	chosen := p.awaitReveal(ctx, fams, all)
+	// When every key is in every profile's plan (central knows no key's
+	// profile), no read can tell the profile: answer without waiting.
+	var chosen familySet
+	if revealable(fams, all) {
+		chosen = p.awaitReveal(ctx, fams, all)
+	}
 	if chosen == 0 {
 		chosen = all
 	}
@@ -96,6 +101,17 @@ func (p *Planner) planSplit(ctx context.Context, in *wire.BuildIntent, keyOf fun
 	res.Plan.Candidates = merged
 	p.log.Debug("split plan", "profiles", len(profiles), "revealed", chosen != all, "candidates", len(merged))
 	return res
+}
+
+// revealable says whether some key is in some but not all families' plans,
+// so that a read of it could tell the build's profile.
+func revealable(fams map[string]familySet, all familySet) bool {
+	for _, f := range fams {
+		if f != all {
+			return true
+		}
+	}
+	return false
 }
 
 // awaitReveal waits for a read of a key that some but not all families

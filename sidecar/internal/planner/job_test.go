@@ -197,6 +197,26 @@ func TestSplitByProfile(t *testing.T) {
 			}
 		})
 	}
+	t.Run("plans no read can tell apart are answered at once", func(t *testing.T) {
+		// Central knows no key's profile: both profiles' plans are the
+		// same, so waiting for a read would only delay the answer.
+		c := &profileCentral{byProfile: map[string][]cand{
+			"debug":   {{1, "serde"}, {3, "syn"}},
+			"release": {{1, "serde"}, {3, "syn"}},
+		}}
+		p := newPlanner(t, Config{Deadline: time.Second, RevealWait: 500 * time.Millisecond, ObservesReads: true}, Deps{Central: c})
+		start := time.Now()
+		res := p.Plan(context.Background(), in())
+		if took := time.Since(start); took > 250*time.Millisecond {
+			t.Errorf("answered after %v: waited for a read that could not tell the profile", took)
+		}
+		if got, want := planKeys(res.Plan), []string{"serde:0001", "syn:0003"}; !slices.Equal(got, want) {
+			t.Errorf("plan %v, want %v", got, want)
+		}
+		if n := len(c.calls()); n != 2 {
+			t.Errorf("central asked %d times, want once per profile", n)
+		}
+	})
 	t.Run("off without reads", func(t *testing.T) {
 		c := newCentral()
 		p := newPlanner(t, Config{Deadline: time.Second}, Deps{Central: c})

@@ -79,6 +79,10 @@ type Config struct {
 	// manifest the bucket answered 404 for, in batches sent from a
 	// goroutine of the engine.
 	Missing MissingReporter
+	// Clock is the wall clock of sessions: their start, activity and
+	// deadlines, and the times of the outcomes they report. Nil means
+	// time.Now.
+	Clock func() time.Time
 }
 
 // Budget limits one session. Zero values mean no limit.
@@ -176,8 +180,12 @@ func New(cfg Config, src Source, st *store.Store, m *Metrics, rep Reporter, log 
 	if m == nil {
 		m = NewMetrics(nil)
 	}
+	clock := cfg.Clock
+	if clock == nil {
+		clock = time.Now
+	}
 	e := &Engine{
-		cfg: cfg, src: src, st: st, m: m, log: log, rep: rep, clock: time.Now,
+		cfg: cfg, src: src, st: st, m: m, log: log, rep: rep, clock: clock,
 		demand:   make(chan struct{}, cfg.DemandConcurrency),
 		sessions: map[string]*Session{},
 		flights:  map[store.Ref]*flight{},

@@ -413,11 +413,11 @@ func TestConcurrencyBound(t *testing.T) {
 func TestDeadlineStopsNewDownloads(t *testing.T) {
 	f := newFake()
 	cands := seed(f, []int{10, 10, 10})
-	now := time.Unix(1_800_000_000, 0)
+	start := time.Unix(1_800_000_000, 0)
+	now := start
 	var mu sync.Mutex
-	e, st, _ := newEngine(t, Config{Concurrency: 1}, f, 0, func(e *Engine) {
-		e.clock = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	})
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	e, st, rec := newEngine(t, Config{Concurrency: 1, Clock: clock}, f, 0)
 	gate := make(chan struct{})
 	f.gate[layout.EntryManifestKey("artifacts", cands[0].CrateName, cands[0].CacheKey)] = gate
 	s := e.Submit(Plan{Candidates: cands, Budget: Budget{Deadline: time.Minute}})
@@ -435,6 +435,13 @@ func TestDeadlineStopsNewDownloads(t *testing.T) {
 	}
 	if st.Has(store.Ref{Crate: cands[1].CrateName, CacheKey: cands[1].CacheKey}) {
 		t.Fatal("fetched after the deadline")
+	}
+	// The outcome is dated by the engine's clock, not the host's.
+	if err := e.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.reports) != 1 || !rec.reports[0].StartedAt.Equal(start) || rec.reports[0].Timeline.StartedAtMs != uint64(start.UnixMilli()) {
+		t.Fatalf("reports %+v", rec.reports)
 	}
 }
 

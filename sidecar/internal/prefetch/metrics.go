@@ -11,6 +11,7 @@ type Metrics struct {
 	retries      prometheus.Counter
 	corrupt      prometheus.Counter
 	sessions     prometheus.Counter
+	refused      prometheus.Counter
 	reportErrors prometheus.Counter
 	missing      *prometheus.CounterVec
 }
@@ -46,6 +47,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "kache_sidecar_prefetch_sessions_total",
 			Help: "Prefetch sessions started.",
 		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kache_sidecar_prefetch_sessions_refused_total",
+			Help: "Plans not prefetched because the most sessions were open and every one was still fetching.",
+		}),
 		reportErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kache_sidecar_outcome_report_errors_total",
 			Help: "Session outcomes that could not be sent to central.",
@@ -68,7 +73,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.outcomes.WithLabelValues(o)
 	}
 	if reg != nil {
-		reg.MustRegister(m.keys, m.demand, m.outcomes, m.bytes, m.retries, m.corrupt, m.sessions, m.reportErrors, m.missing)
+		reg.MustRegister(m.keys, m.demand, m.outcomes, m.bytes, m.retries, m.corrupt, m.sessions, m.refused, m.reportErrors, m.missing)
 	}
 	return m
 }

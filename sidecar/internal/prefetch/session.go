@@ -101,9 +101,23 @@ type Session struct {
 	doneOnce sync.Once
 }
 
+// maxOpenSessions bounds the sessions open at once. A session stays open
+// for SessionIdle after its prefetch, watching the build's reads, and holds
+// its plan's candidates meanwhile. kache asks for one plan per build
+// session, but a burst of plan requests (many builds through one sidecar)
+// would otherwise open a session each and keep them for minutes: memory
+// would follow the requests, not the configuration, and every read of the
+// S3 surface would visit every session.
+const maxOpenSessions = 64
+
 // Submit starts a session for plan. Candidates that fail kache's validation
 // are dropped (kache would drop them too); the key budget keeps the first
 // MaxKeys of the rest, as kache does.
+//
+// With maxOpenSessions open, the least recently active session that has
+// finished fetching is closed (and reported) to make room; when every open
+// session is still fetching, plan is not prefetched: the session returned
+// is done at once, with nothing fetched.
 func (e *Engine) Submit(plan Plan) *Session {
 	b := plan.Budget
 	def := e.cfg.DefaultBudget
@@ -137,6 +151,20 @@ func (e *Engine) Submit(plan Plan) *Session {
 	e.nextID++
 	s.id = fmt.Sprintf("sidecar-%d-%d", now.UnixMilli(), e.nextID)
 	s.ctx, s.cancel = context.WithCancel(e.ctx)
+	for !e.stopped && len(e.sessions) >= maxOpenSessions {
+		old := e.evictableLocked()
+		if old == nil {
+			e.mu.Unlock()
+			s.cancel()
+			s.markDone()
+			e.m.refused.Inc()
+			e.log.Debug("prefetch session refused: every open session is still fetching", "plan_id", plan.ID, "open", maxOpenSessions)
+			return s
+		}
+		e.mu.Unlock()
+		e.closeSession(e.ctx, old, "evicted")
+		e.mu.Lock()
+	}
 	if e.stopped {
 		e.mu.Unlock()
 		s.cancel()
@@ -154,6 +182,23 @@ func (e *Engine) Submit(plan Plan) *Session {
 	e.log.Info("prefetch session", "session", s.id, "plan_id", plan.ID, "plan_source", plan.Source,
 		"candidates", len(s.cands), "max_keys", b.MaxKeys, "max_bytes", b.MaxBytes, "deadline", b.Deadline)
 	return s
+}
+
+// evictableLocked returns the open session that finished fetching and has
+// been inactive the longest, or nil when every one is still fetching.
+func (e *Engine) evictableLocked() *Session {
+	var oldest *Session
+	for _, s := range e.sessions {
+		select {
+		case <-s.done:
+		default:
+			continue
+		}
+		if oldest == nil || s.lastAct.Before(oldest.lastAct) {
+			oldest = s
+		}
+	}
+	return oldest
 }
 
 // ID is the session's id.

@@ -36,9 +36,11 @@ func (o *PackObserver) Write(p []byte) (int, error) {
 	return o.s.Write(p)
 }
 
-// Done says the bucket acknowledged the pack of packBytes bytes: it is
-// reported (PackPut) when its meta was found, counted invalid otherwise.
-func (o *PackObserver) Done(packBytes int64) {
+// Done says the bucket acknowledged the pack of packBytes bytes stored as
+// crate's entry cacheKey: it is reported (PackPut) when its meta was found
+// and names that entry, counted invalid otherwise (a meta.json naming
+// another entry would tell central of a pack the bucket does not hold).
+func (o *PackObserver) Done(packBytes int64, crate, cacheKey string) {
 	if o.r == nil {
 		return
 	}
@@ -51,6 +53,12 @@ func (o *PackObserver) Done(packBytes int64) {
 	if !ok {
 		o.r.metrics.count(kindPack, resultInvalid, 1)
 		o.r.log.Debug("uploaded pack has no usable meta.json", "error", o.s.Err())
+		return
+	}
+	if m.CacheKey != cacheKey || m.CrateName != crate {
+		o.r.metrics.count(kindPack, resultInvalid, 1)
+		o.r.log.Debug("uploaded pack's meta.json names another entry", "crate", crate, "cache_key", cacheKey,
+			"meta_crate", m.CrateName, "meta_cache_key", m.CacheKey)
 		return
 	}
 	o.r.PackPut(m, packBytes)

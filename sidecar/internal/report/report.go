@@ -94,6 +94,9 @@ type Deps struct {
 	Central    Central
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
+	// Now is the clock that dates observed-pack manifests; nil means
+	// time.Now.
+	Now func() time.Time
 }
 
 // item is one queued report.
@@ -144,12 +147,16 @@ func New(cfg Config, deps Deps) (*Reporter, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	now := deps.Now
+	if now == nil {
+		now = time.Now
+	}
 	r := &Reporter{
 		cfg:     cfg,
 		central: deps.Central,
 		runner:  cloneRunner(cfg.Runner),
 		log:     log.With("component", "report"),
-		now:     time.Now,
+		now:     now,
 		quit:    make(chan struct{}),
 		done:    make(chan struct{}),
 		pending: map[string]*wire.BuildManifest{},
@@ -332,6 +339,13 @@ func (r *Reporter) handle(ctx context.Context, it item) {
 	if err != nil {
 		r.metrics.count(it.kind, resultInvalid, 1)
 		r.log.Debug("not reporting an invalid manifest", "kind", it.kind, "key", it.rel, "error", err)
+		return
+	}
+	if skipped > 0 && len(m.Entries) == 0 {
+		// Nothing valid is left: forwarding an empty manifest would have
+		// central store a build made of malformed input.
+		r.metrics.count(it.kind, resultInvalid, 1)
+		r.log.Debug("not reporting a manifest whose every entry is invalid", "kind", it.kind, "key", it.rel, "skipped", skipped)
 		return
 	}
 	if skipped > 0 {

@@ -100,11 +100,11 @@ func newReporter(t *testing.T, cfg Config, c Central) *Reporter {
 	if cfg.Runner == nil {
 		cfg.Runner = testRunner
 	}
-	r, err := New(cfg, Deps{Central: c, Registerer: prometheus.NewRegistry(), Logger: testLogger(t)})
+	// Every report is dated by Deps.Now (the sidecar's clock).
+	r, err := New(cfg, Deps{Central: c, Registerer: prometheus.NewRegistry(), Logger: testLogger(t), Now: func() time.Time { return testNow }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.now = func() time.Time { return testNow }
 	return r
 }
 
@@ -273,18 +273,27 @@ func TestInvalidReports(t *testing.T) {
 		rel  string
 		body string
 		kind kind
-		want int // counted invalid
+		want int   // counted invalid
+		max  int64 // MaxBodyBytes; 100 when 0
 	}{
 		{name: "manifest not JSON", rel: "a.json", body: `{"entries":`, kind: kindManifest, want: 1},
 		{name: "manifest of the wrong shape", rel: "a.json", body: `{"entries":{"a":1}}`, kind: kindManifest, want: 1},
 		{name: "shard not JSON", rel: "v3/ns/shards/h.json", body: `[`, kind: kindShard, want: 1},
 		{name: "too large", rel: "a.json", body: `{"entries":[]}` + strings.Repeat(" ", 100), kind: kindManifest, want: 1},
 		{name: "not a .json key", rel: "README", body: `hello`, kind: kindManifest, want: 0},
+		{name: "manifest whose every entry is invalid", rel: "a.json",
+			body: `{"entries":[{"cache_key":"ABC","crate_name":"x"},{"cache_key":"` + key(1) + `","crate_name":"../up"}]}`, kind: kindManifest, want: 1, max: 1 << 20},
+		{name: "shard whose every entry is invalid", rel: "v3/ns/shards/h.json",
+			body: `{"version":3,"entries":[{"cache_key":"nope","crate_name":"bad"}]}`, kind: kindShard, want: 1, max: 1 << 20},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFake()
-			r := newReporter(t, Config{MaxBodyBytes: 100}, f)
+			limit := tt.max
+			if limit == 0 {
+				limit = 100
+			}
+			r := newReporter(t, Config{MaxBodyBytes: limit}, f)
 			start(t, r)
 			r.ManifestPut(tt.rel, []byte(tt.body))
 			stop(t, r)
@@ -513,7 +522,7 @@ func TestNoCentral(t *testing.T) {
 	if n, err := o.Write([]byte("anything")); n != 8 || err != nil {
 		t.Errorf("Write = %d, %v", n, err)
 	}
-	o.Done(8)
+	o.Done(8, "serde", key(1))
 	for _, k := range kinds {
 		want := 1
 		if k == kindPack {
@@ -534,7 +543,7 @@ func TestNilReporter(t *testing.T) {
 	r.PackPut(meta(1, "serde", "t", "p"), 1)
 	o := r.Pack()
 	o.Write([]byte("x"))
-	o.Done(1)
+	o.Done(1, "serde", key(1))
 	o.Abort()
 }
 
@@ -612,11 +621,24 @@ func TestPackObserver(t *testing.T) {
 
 	ok := r.Pack()
 	write(ok, pack)
-	ok.Done(int64(len(pack)))
+	ok.Done(int64(len(pack)), "serde", key(1))
 
 	garbage := r.Pack()
 	write(garbage, bytes.Repeat([]byte{0xaa}, 5000))
-	garbage.Done(5000)
+	garbage.Done(5000, "serde", key(3))
+
+	// A whole pack whose meta.json names another entry than the object
+	// it was uploaded as: central must not learn a key the bucket lacks.
+	for _, at := range [][2]string{{"serde", key(4)}, {"serde_json", key(1)}} {
+		foreign := r.Pack()
+		write(foreign, pack)
+		foreign.Done(int64(len(pack)), at[0], at[1])
+	}
+
+	// Cut after its meta.json: stored by the bucket, not reported.
+	cut := r.Pack()
+	write(cut, pack[:len(pack)-3])
+	cut.Done(int64(len(pack)-3), "serde", key(1))
 
 	aborted := r.Pack()
 	write(aborted, pack[:len(pack)/2])
@@ -636,7 +658,7 @@ func TestPackObserver(t *testing.T) {
 		m.Profile != "release" || strings.Join(m.Features, ",") != "derive,std" || m.Runner == nil || m.Created == "" {
 		t.Errorf("observed manifest %s", got[0])
 	}
-	if count(r, kindPack, resultSent) != 1 || count(r, kindPack, resultInvalid) != 1 {
-		t.Errorf("packs sent %d invalid %d, want 1 and 1", count(r, kindPack, resultSent), count(r, kindPack, resultInvalid))
+	if count(r, kindPack, resultSent) != 1 || count(r, kindPack, resultInvalid) != 4 {
+		t.Errorf("packs sent %d invalid %d, want 1 and 4", count(r, kindPack, resultSent), count(r, kindPack, resultInvalid))
 	}
 }

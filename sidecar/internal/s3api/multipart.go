@@ -47,6 +47,9 @@ func (s *Server) uploadPart(r *request, q *fasthttp.Args, uploadID string) error
 	if err != nil {
 		return err
 	}
+	if err := verifyEmpty(body, size); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(s.base, s.cfg.UpstreamTimeout)
 	defer cancel()
 	start := time.Now()

@@ -376,6 +376,9 @@ func (s *Server) putObject(r *request) error {
 	if err != nil {
 		return err
 	}
+	if err := verifyEmpty(body, size); err != nil {
+		return err
+	}
 	opts := putOptions(r.ctx)
 	ref, keep := s.refOf(r.key)
 	var local *localCopy
@@ -427,7 +430,7 @@ func (s *Server) putObject(r *request) error {
 		local.commit(store.Meta{ETag: res.ETag, LastModified: res.LastModified})
 	}
 	if pack != nil {
-		pack.Done(size)
+		pack.Done(size, ref.Crate, ref.CacheKey)
 	}
 	if capture != nil {
 		s.rep.ManifestPut(rel, capture.Bytes())
@@ -495,6 +498,24 @@ func (s *Server) openBody(r *request) (*heldBody, error) {
 		return nil, err
 	}
 	return &heldBody{r: body}, nil
+}
+
+// verifyEmpty reads a body declared empty to its end before anything is
+// sent upstream. The bucket reads no byte of a 0-byte object, so without
+// this nothing would check the body against its payload hash, Content-MD5,
+// checksum or chunk signatures, and a mismatched request would be stored.
+func verifyEmpty(body *heldBody, size int64) error {
+	if size != 0 {
+		return nil
+	}
+	n, err := io.Copy(io.Discard, body)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		return errorf(http.StatusBadRequest, "IncompleteBody", "The request body is longer than its declared length.")
+	}
+	return nil
 }
 
 // idleReader drops a client that stops sending: each read must make

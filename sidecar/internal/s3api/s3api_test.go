@@ -132,7 +132,7 @@ type fakePack struct {
 }
 
 func (p *fakePack) Write(b []byte) (int, error) { p.n += int64(len(b)); return len(b), nil }
-func (p *fakePack) Done(size int64) {
+func (p *fakePack) Done(size int64, _, _ string) {
 	p.r.mu.Lock()
 	defer p.r.mu.Unlock()
 	if p.n == size {
@@ -540,6 +540,12 @@ func TestBadInputWritesNothing(t *testing.T) {
 			map[string]string{"Content-MD5": base64.StdEncoding.EncodeToString(wrongMD5[:])}, "UNSIGNED-PAYLOAD", data, int64(len(data)), 400},
 		{"wrong sha256", "/" + testBucket + "/" + packKey("serde", 'j'), nil, strings.Repeat("0", 64), data, int64(len(data)), 400},
 		{"wrong bucket", "/elsewhere/" + packKey("serde", 'k'), nil, hexSum, data, int64(len(data)), 404},
+		// The bucket reads no byte of an empty object: the body is verified
+		// before it is asked to store one.
+		{"empty body, wrong sha256", "/" + testBucket + "/plain/empty", nil, hexSum, nil, 0, 400},
+		{"empty body, wrong Content-MD5", "/" + testBucket + "/plain/empty",
+			map[string]string{"Content-MD5": base64.StdEncoding.EncodeToString(wrongMD5[:])}, "UNSIGNED-PAYLOAD", nil, 0, 400},
+		{"empty pack, wrong sha256", "/" + testBucket + "/" + packKey("serde", 'l'), nil, hexSum, nil, 0, 400},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -52,6 +52,10 @@ type Config struct {
 	// AccessKey and SecretKey are the local credentials clients sign with.
 	AccessKey string
 	SecretKey string
+	// Now is the clock request dates are checked against (S3's 15 minutes
+	// of skew, presigned URLs' expiry); nil means time.Now. Durations of
+	// requests are measured on the host's clock whatever it is.
+	Now func() time.Time
 	// MaxObjectBytes bounds one PUT or part. Default 5 GiB, S3's.
 	MaxObjectBytes int64
 	// MaxReportBytes bounds a `_manifests/` object kept in memory to be
@@ -147,9 +151,10 @@ type Reporter interface {
 // Write must not fail the upload: it returns len(p), nil.
 type PackObserver interface {
 	io.Writer
-	// Done says the bucket acknowledged the pack of packBytes bytes;
-	// Abort that it did not. Exactly one of them is called.
-	Done(packBytes int64)
+	// Done says the bucket acknowledged the pack of packBytes bytes stored
+	// as crate's entry cacheKey (its object key); Abort that it did not.
+	// Exactly one of them is called.
+	Done(packBytes int64, crate, cacheKey string)
 	Abort()
 }
 
@@ -194,7 +199,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	case deps.Registerer == nil:
 		return nil, errors.New("create S3 surface: no metrics registry")
 	}
-	v, err := sigv4.New(sigv4.Config{AccessKey: cfg.AccessKey, SecretKey: cfg.SecretKey})
+	v, err := sigv4.New(sigv4.Config{AccessKey: cfg.AccessKey, SecretKey: cfg.SecretKey, Now: cfg.Now})
 	if err != nil {
 		return nil, fmt.Errorf("create S3 surface: %w", err)
 	}
