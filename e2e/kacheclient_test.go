@@ -309,7 +309,15 @@ type kacheEntry struct {
 func newKacheEntry(t testing.TB, crate string, seed uint64, size int) kacheEntry {
 	t.Helper()
 	sum := blake3.Sum256(fmt.Appendf(nil, "%s/%d", crate, seed))
-	e := kacheEntry{crate: crate, key: hex.EncodeToString(sum[:]), compileMs: 100 + seed*37}
+	e, err := makeKacheEntry(crate, hex.EncodeToString(sum[:]), seed, size, 100+seed*37)
+	must(t, err)
+	return e
+}
+
+// makeKacheEntry is newKacheEntry for a given cache key and compile time,
+// safe to call from any goroutine.
+func makeKacheEntry(crate, key string, seed uint64, size int, compileMs uint64) (kacheEntry, error) {
+	e := kacheEntry{crate: crate, key: key, compileMs: compileMs}
 	// Random pages with every other page repetitive: half of it
 	// compresses, as real artifacts partly do.
 	rlib := randomBytes(size, seed)
@@ -332,27 +340,36 @@ func newKacheEntry(t testing.TB, crate string, seed uint64, size int) kacheEntry
 		e.original += uint64(len(f.data))
 	}
 	metaJSON, err := json.Marshal(meta)
-	must(t, err)
+	if err != nil {
+		return e, err
+	}
 	var out bytes.Buffer
 	zw, err := zstd.NewWriter(&out, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
-	must(t, err)
+	if err != nil {
+		return e, err
+	}
 	tw := tar.NewWriter(zw)
-	add := func(name string, data []byte) {
-		must(t, tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg, Format: tar.FormatUSTAR}))
-		_, err := tw.Write(data)
-		must(t, err)
+	for _, f := range append([]struct {
+		name string
+		data []byte
+	}{{"meta.json", metaJSON}}, files...) {
+		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.data)), Typeflag: tar.TypeReg, Format: tar.FormatUSTAR}); err != nil {
+			return e, err
+		}
+		if _, err := tw.Write(f.data); err != nil {
+			return e, err
+		}
 	}
-	add("meta.json", metaJSON)
-	for _, f := range files {
-		add(f.name, f.data)
+	if err := tw.Close(); err != nil {
+		return e, err
 	}
-	must(t, tw.Close())
-	must(t, zw.Close())
+	if err := zw.Close(); err != nil {
+		return e, err
+	}
 	e.pack = out.Bytes()
 	e.manifest, err = json.Marshal(wire.EntryManifest{Version: 3, CacheKey: e.key, CrateName: crate,
 		PackKey: layout.PackKey("artifacts", crate, e.key), PackBytes: uint64(len(e.pack)), OriginalBytes: e.original, FileCount: uint64(len(files))})
-	must(t, err)
-	return e
+	return e, err
 }
 
 func (e kacheEntry) packKey() string     { return layout.PackKey("artifacts", e.crate, e.key) }

@@ -2,7 +2,8 @@
 // format of shared/traces/README.md) under every prefetch planning policy
 // and scores them (issue 5). See central/internal/replay/README.md.
 //
-//	kache-replay --trace DIR --json FILE [--png FILE] [--seed N] [--context none|warm] [--namespace TEMPLATE]
+//	kache-replay --trace DIR --json FILE [--png FILE] [--seed N] [--context none|warm] [--namespace TEMPLATE] [--warm-lead DURATION]
+//	kache-replay --trace DIR --export-builds FILE [--commits N] [--seed N] [--namespace TEMPLATE]
 //	kache-replay from-git --repo CHECKOUT --out DIR [--ref REF]
 package main
 
@@ -37,15 +38,17 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	trace := fs.String("trace", "", "trace directory (commits.jsonl and locks/)")
 	jsonOut := fs.String("json", "", "results file to write")
-	pngOut := fs.String("png", "", "chart of recall and byte precision over the history (optional)")
+	pngOut := fs.String("png", "", "chart of recall, byte precision and wall time over the history (optional)")
 	seed := fs.Uint64("seed", 1, "seed of the build model")
 	namespace := fs.String("namespace", replay.DefaultConfig(0).Namespace, `KACHE_NAMESPACE template of each job ("{target}", "{profile}", "{features}"); empty = unset`)
 	context := fs.String("context", string(replay.ContextWarm), "what the planner is told about each job: none (kache and the sidecar's own configuration) or warm (plus what kache-sidecar warm learns in the job)")
+	warmLead := fs.Duration("warm-lead", 0, "the sidecar's warm starts this long before the first rustc (context warm): planner and oracle_lead fetch from then on")
 	commits := fs.Int("commits", 0, "replay only the first N commits in build order (0 = all; a measurement aid)")
 	noSplit := fs.Bool("no-family-split", false, "the sidecar model does not split profile-less plans by profile nor prune by the build's first reads (a measurement aid)")
 	only := fs.String("only", "", "score only these policies (comma-separated; none is always scored); the results file then lacks the others")
 	quiet := fs.Bool("quiet", false, "no progress on stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	exportBuilds := fs.String("export-builds", "", "write the builds instead of scoring them: one JSON line per build in start order (keys, costs, kache's intent, units in build order), bounded by --commits; for the e2e fleet")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -56,9 +59,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		defer stop()
 	}
-	if *trace == "" || *jsonOut == "" {
+	if *trace == "" || (*jsonOut == "" && *exportBuilds == "") {
 		fs.Usage()
-		return errors.New("--trace and --json are required")
+		return errors.New("--trace and --json (or --export-builds) are required")
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	if *quiet {
@@ -78,9 +81,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 	cfg.Namespace = *namespace
 	cfg.Context = ctx
 	cfg.MaxCommits = *commits
+	cfg.WarmLeadMs = warmLead.Milliseconds()
 	cfg.NoFamilySplit = *noSplit
 	if *only != "" {
 		cfg.Only = strings.Split(*only, ",")
+	}
+	if *exportBuilds != "" {
+		return export(*exportBuilds, t, cfg, log, started)
 	}
 	cfg.Progress = func(done, total int) {
 		if done%250 == 0 || done == total {
@@ -103,6 +110,24 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log.Info("done", "project", t.Project, "elapsed", time.Since(started).Round(time.Millisecond))
+	return nil
+}
+
+// export writes the builds of the replay to path (kache-replay
+// --export-builds).
+func export(path string, t *replay.Trace, cfg replay.Config, log *slog.Logger, started time.Time) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("create export: %w", err)
+	}
+	n, err := replay.ExportBuilds(f, t, cfg)
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("close export: %w", cerr)
+	}
+	if err != nil {
+		return err
+	}
+	log.Info("exported builds", "project", t.Project, "builds", n, "file", path, "elapsed", time.Since(started).Round(time.Millisecond))
 	return nil
 }
 

@@ -28,7 +28,7 @@ func TestRun(t *testing.T) {
 	if err := json.Unmarshal(b, &res); err != nil {
 		t.Fatal(err)
 	}
-	if res.Project != "tiny" || len(res.Policies) != 6 {
+	if res.Project != "tiny" || len(res.Policies) != 7 {
 		t.Errorf("project %q with %d policies", res.Project, len(res.Policies))
 	}
 	if _, err := os.Stat(pngOut); err != nil {
@@ -44,6 +44,7 @@ func TestRunContextFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"--context", "none", "--namespace", ""},
 		{"--context", "warm", "--commits", "3", "--no-family-split"},
+		{"--context", "warm", "--warm-lead", "20s"},
 	} {
 		out := filepath.Join(dir, "r.json")
 		var stdout, stderr bytes.Buffer
@@ -83,6 +84,7 @@ func TestRunRejects(t *testing.T) {
 		{"missing trace", []string{"--trace", "does-not-exist", "--json", "x.json"}},
 		{"unknown flag", []string{"--trace", "../../internal/replay/testdata/tiny", "--json", "x.json", "--experimental"}},
 		{"unknown context", []string{"--trace", "../../internal/replay/testdata/tiny", "--json", "x.json", "--context", "full"}},
+		{"warm lead without warm", []string{"--trace", "../../internal/replay/testdata/tiny", "--json", "x.json", "--context", "none", "--warm-lead", "20s"}},
 		{"from-git without repo", []string{"from-git", "--out", "x"}},
 	}
 	for _, tt := range tests {
@@ -91,5 +93,43 @@ func TestRunRejects(t *testing.T) {
 				t.Error("run succeeded")
 			}
 		})
+	}
+}
+
+func TestExportBuilds(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "builds.jsonl")
+	var stdout, stderr bytes.Buffer
+	err := run([]string{"--trace", "../../internal/replay/testdata/tiny", "--export-builds", out, "--commits", "4", "--quiet"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) == 0 || len(lines)%4 != 0 {
+		t.Fatalf("%d lines, want a multiple of the 4 default jobs", len(lines))
+	}
+	for i, l := range lines {
+		var build struct {
+			Seq    int    `json:"seq"`
+			Commit string `json:"commit"`
+			Intent struct {
+				CrateNames []string `json:"crate_names"`
+			} `json:"intent"`
+			Units []struct {
+				Key string `json:"key"`
+			} `json:"units"`
+		}
+		if err := json.Unmarshal([]byte(l), &build); err != nil {
+			t.Fatalf("line %d: %v", i+1, err)
+		}
+		if build.Seq != i || build.Commit == "" || len(build.Units) == 0 || len(build.Intent.CrateNames) == 0 || len(build.Units[0].Key) != 64 {
+			t.Errorf("line %d: %s", i+1, l)
+		}
+	}
+	if stdout.Len() != 0 {
+		t.Errorf("an export printed a table:\n%s", stdout.String())
 	}
 }

@@ -96,5 +96,76 @@ func Timeline(t *wire.BuildTimeline, now time.Time) store.Observation {
 			SizeBytes:     u.Size,
 		})
 	}
+	obs.Demand = demand(t)
 	return obs
+}
+
+// demand is what a timeline teaches about its family's builds: when the
+// build asked for each crate (a unit's start, from the build's start) and
+// which prefetched keys it used. The family is the job: the repository of
+// the record's CI context and the target and profile of its identity key
+// (id/{lock digest}/{target}/{profile}, kache-protocol.md 7). A record
+// whose identity key names no target teaches nothing here: its times could
+// be any job's. Prefetch outcomes are the transfers a plan attributed,
+// named "used..." or "unused..." (kache-sidecar's vocabulary); failed
+// transfers (404s) are left to retention.
+func demand(t *wire.BuildTimeline) *store.DemandObservation {
+	var target, profile string
+	if t.Identity != nil {
+		target, profile = identityDims(t.Identity.IdentityKey)
+	}
+	if target == "" {
+		return nil
+	}
+	d := &store.DemandObservation{Families: families(t.Context, target, profile)}
+	start := t.StartedAtMs
+	for _, u := range t.Units {
+		if !layout.ValidCacheKey(u.CacheKey) || !layout.ValidCrateName(u.CrateName) {
+			continue
+		}
+		if start > 0 && u.StartedAtMs >= start {
+			d.Asked = append(d.Asked, store.CrateAsk{Crate: u.CrateName, AtMs: u.StartedAtMs - start})
+		}
+		d.Prefetched = append(d.Prefetched, store.PrefetchOutcome{Crate: u.CrateName, CacheKey: u.CacheKey, Used: true})
+	}
+	for _, tr := range t.Transfers {
+		if tr.Prefetch == nil || !tr.OK || tr.Direction == "upload" || !layout.ValidCacheKey(tr.CacheKey) || !layout.ValidCrateName(tr.CrateName) {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(tr.Outcome, "used"):
+			d.Prefetched = append(d.Prefetched, store.PrefetchOutcome{Crate: tr.CrateName, CacheKey: tr.CacheKey, Used: true})
+		case strings.HasPrefix(tr.Outcome, "unused"):
+			d.Prefetched = append(d.Prefetched, store.PrefetchOutcome{Crate: tr.CrateName, CacheKey: tr.CacheKey})
+		}
+	}
+	if len(d.Asked) == 0 && len(d.Prefetched) == 0 {
+		return nil
+	}
+	return d
+}
+
+// identityDims reads the target and profile of a kache identity key,
+// id/{lock digest}/{target}/{profile}; blank when it is not one.
+func identityDims(key string) (target, profile string) {
+	parts := strings.Split(key, "/")
+	if len(parts) != 4 || parts[0] != "id" || parts[2] == "" || len(parts[2]) > maxName || len(parts[3]) > maxName {
+		return "", ""
+	}
+	return parts[2], parts[3]
+}
+
+// families are the demand families a record of this job teaches, most
+// specific first: with its repository, then without, then without the
+// profile, so a plan that knows less (no job context) still finds one.
+func families(ctx *wire.RunnerContext, target, profile string) [][32]byte {
+	var out [][32]byte
+	if ctx != nil && ctx.Repository != "" && len(ctx.Repository) <= maxName {
+		out = append(out, store.DemandFamily{Repository: ctx.Repository, Target: target, Profile: profile}.Digest())
+	}
+	out = append(out, store.DemandFamily{Target: target, Profile: profile}.Digest())
+	if profile != "" {
+		out = append(out, store.DemandFamily{Target: target}.Digest())
+	}
+	return out
 }

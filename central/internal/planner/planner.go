@@ -19,6 +19,9 @@ type Index interface {
 	Variants(crate string) ([]store.Variant, error)
 	DepVariants(namespace, dep string) ([]store.Variant, error)
 	Identity(digest [32]byte) ([]store.Variant, error)
+	// Demand is what build timelines taught about a demand family
+	// (store.DemandFamily).
+	Demand(family [32]byte) ([]store.CrateDemand, error)
 	CrateKeys(crate string, limit int) ([]string, error)
 	ArtifactCount() uint64
 	// Generation changes whenever the index changes.
@@ -55,6 +58,26 @@ type Config struct {
 	// version, and a namespace is one CI job: a second variant is an older
 	// build's key, needed only when a build reverts to it.
 	VariantsPerVersion int
+	// NoDemandOrder keeps kache's dispatch order instead of ordering by the
+	// demand times build timelines taught (a measurement aid).
+	NoDemandOrder bool
+	// TransferLatencyMs and TransferBytesPerMs estimate one download's
+	// duration when ordering by demand (latency + size / throughput): one
+	// connection to a same-region object store, 40 ms and 20 MiB/s by
+	// default.
+	TransferLatencyMs  float64
+	TransferBytesPerMs float64
+	// DemoteAfter: a key its family's builds left unused this many
+	// prefetches in a row goes last in the plan (default 2; negative:
+	// never).
+	DemoteAfter int
+	// ClientBudget is applied, by compile time saved per byte, when the
+	// intent carries no budget: kache's own prefetch_max_keys and
+	// prefetch_max_bytes (2,000 keys, 2 GiB), which kache applies by
+	// cutting the plan's tail. Zero fields take those defaults.
+	ClientBudget wire.Budget
+	// NoClientBudget applies only the intent's budget.
+	NoClientBudget bool
 }
 
 // Planner answers plan requests from the index.
@@ -75,6 +98,21 @@ func New(idx Index, cfg Config) *Planner {
 	}
 	if cfg.VariantsPerVersion <= 0 {
 		cfg.VariantsPerVersion = 1
+	}
+	if cfg.TransferLatencyMs <= 0 {
+		cfg.TransferLatencyMs = 40
+	}
+	if cfg.TransferBytesPerMs <= 0 {
+		cfg.TransferBytesPerMs = 20 * 1024 * 1024 / 1000.0
+	}
+	if cfg.DemoteAfter == 0 {
+		cfg.DemoteAfter = 2
+	}
+	if cfg.ClientBudget.MaxKeys == 0 {
+		cfg.ClientBudget.MaxKeys = 2000
+	}
+	if cfg.ClientBudget.MaxBytes == 0 {
+		cfg.ClientBudget.MaxBytes = 2 << 30
 	}
 	return &Planner{idx: idx, cfg: cfg, now: time.Now}
 }
@@ -128,8 +166,22 @@ func (p *Planner) plan(intent *wire.BuildIntent, idx Index) (plan wire.PrefetchP
 		return plan, OutcomePlanningError, fmt.Errorf("compose plan: %w", err)
 	}
 	stats := comp.Stats(norm)
-	if intent.Budget != nil {
-		cands = admit(cands, *intent.Budget, p.cfg.NominalSizeBytes, stats)
+	if !p.cfg.NoDemandOrder {
+		ds, err := readDemand(idx, intent)
+		if err != nil {
+			return plan, OutcomePlanningError, fmt.Errorf("read demand: %w", err)
+		}
+		orderByDemand(cands, ds, norm.CrateNames, &p.cfg)
+	}
+	var budget wire.Budget
+	switch {
+	case intent.Budget != nil:
+		budget = *intent.Budget
+	case !p.cfg.NoClientBudget:
+		budget = p.cfg.ClientBudget
+	}
+	if budget != (wire.Budget{}) {
+		cands = admit(cands, budget, p.cfg.NominalSizeBytes, stats)
 	}
 	compose.CountCandidates(stats, cands)
 	plan.Stats = stats

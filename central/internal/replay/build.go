@@ -39,6 +39,30 @@ type Build struct {
 	// and the bucket did not hold it when the build completed. Set at
 	// completion.
 	Uploaded []bool
+	// warmPlans are the plans of warmed policies, asked the lead before the
+	// build starts (by policy name).
+	warmPlans map[string][]wire.PrefetchCandidate
+	// runs are how the build ran under the plans of policies that learn
+	// from build timelines (by policy name), kept until it completes.
+	runs map[string]*policyRun
+}
+
+// policyRun is one build run under one policy's plan: what a timeline
+// reports.
+type policyRun struct {
+	downloads []Download
+	sim       SimResult
+	// dispatchMs is when the plan's downloads started (negative with a
+	// warm lead).
+	dispatchMs float64
+}
+
+// refreshAvailable sets each unit's Available from the bucket as it is now.
+func (b *Build) refreshAvailable(bucket *Bucket) {
+	for i := range b.Units {
+		u := &b.Units[i]
+		_, u.Available = bucket.Get(u.Crate, u.Key)
+	}
 }
 
 // Unit is one crate version a build compiles.

@@ -26,6 +26,10 @@ type central struct {
 	last  *split
 	st    *store.Store
 	plan  func(*wire.BuildIntent) (wire.PrefetchPlan, error)
+	// ing and enc are central's timeline ingest and the clients' record
+	// encoding.
+	ing *ingest.Service
+	enc *timelineEncoder
 }
 
 func newCentral(ctx Context, split bool) (*central, error) {
@@ -34,7 +38,19 @@ func newCentral(ctx Context, split bool) (*central, error) {
 		return nil, err
 	}
 	pl := planner.New(st, planner.Config{})
-	c := &central{name: PolicyPlanner, ctx: ctx, split: split, st: st}
+	// The timeline route's default decoded-size limit (32 MiB).
+	ing, err := ingest.NewService(st, 32<<20)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("create ingest: %w", err)
+	}
+	enc, err := newTimelineEncoder()
+	if err != nil {
+		ing.Close()
+		st.Close()
+		return nil, err
+	}
+	c := &central{name: PolicyPlanner, ctx: ctx, split: split, st: st, ing: ing, enc: enc}
 	c.plan = func(in *wire.BuildIntent) (wire.PrefetchPlan, error) {
 		p, _, err := pl.Plan(in)
 		return p, err
@@ -73,9 +89,37 @@ func (c *central) Plan(b *Build) (wire.PrefetchPlan, error) {
 
 func (c *central) lastSplit() *split { return c.last }
 
-// Learn ingests what production delivers for the build; the harness's own
-// manifest (m) is not used.
+// learnsTimelines: central ingests the timelines of the builds run under
+// its plans.
+func (*central) learnsTimelines() bool { return true }
+
+// Learn ingests what production delivers for the build: the manifests
+// (deliveries), then kache's build timeline and the sidecar's outcome
+// record of the build as it ran under this policy's plan. The harness's
+// own manifest (m) is not used.
 func (c *central) Learn(b *Build, _ *wire.BuildManifest, endMs int64) error {
+	if err := c.learnManifests(b, endMs); err != nil {
+		return err
+	}
+	run := b.runs[c.name]
+	if run == nil {
+		return nil
+	}
+	project := b.Runner.Repository
+	in := plannerIntent(b, c.ctx)
+	for _, t := range []wire.BuildTimeline{kacheTimeline(b, run, project), sidecarTimeline(b, run, project, in.Runner)} {
+		body, err := c.enc.encode(&t)
+		if err != nil {
+			return err
+		}
+		if _, err := c.ing.IngestTimeline(body); err != nil {
+			return fmt.Errorf("ingest timeline %s of build %d: %w", t.ClientRecordID, b.Seq, err)
+		}
+	}
+	return nil
+}
+
+func (c *central) learnManifests(b *Build, endMs int64) error {
 	for _, m := range deliveries(b, c.ctx, endMs) {
 		if len(m.Entries) == 0 {
 			continue
@@ -92,4 +136,11 @@ func (c *central) Learn(b *Build, _ *wire.BuildManifest, endMs int64) error {
 }
 
 // Close closes the store.
-func (c *central) Close() error { return c.st.Close() }
+func (c *central) Close() error {
+	c.ing.Close()
+	c.enc.enc.Close()
+	return c.st.Close()
+}
+
+// warmed: with --warm-lead, the sidecar's warm fetches the planner's plan.
+func (*central) warmed() bool { return true }

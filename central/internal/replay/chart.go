@@ -6,19 +6,21 @@ import (
 	"image/color"
 	"image/draw"
 	"image/png"
+	"math"
 	"os"
 )
 
 // Chart geometry, in pixels.
 const (
 	chartW      = 1200
-	chartH      = 860
+	chartH      = 1060
 	plotLeft    = 70
 	plotRight   = chartW - 20
 	panelTop1   = 60
-	panelHeight = 300
+	panelHeight = 250
 	panelGap    = 70
-	legendTop   = panelTop1 + 2*panelHeight + panelGap + 45
+	panels      = 3
+	legendTop   = panelTop1 + panels*panelHeight + (panels-1)*panelGap + 45
 )
 
 var (
@@ -37,23 +39,37 @@ var policyColors = map[string]color.RGBA{
 	PolicyLockfileAll:   {140, 90, 40, 255},
 	PolicyPlanner:       {30, 90, 225, 255},
 	PolicyOracle:        {30, 165, 60, 255},
+	PolicyOracleLead:    {120, 210, 140, 255},
+	PolicyAllLocal:      {0, 0, 0, 255},
 }
 
-// WriteChart draws recall (top) and byte precision (bottom) over the
-// history as a PNG: one line per policy, each point a rolling micro average
-// over the surrounding builds, with the first builds of branches marked as
-// ticks under each panel.
+// WriteChart draws recall (top), byte precision and wall time (bottom) over
+// the history as a PNG: one line per policy (all_local, the bound, in
+// black), each point a rolling micro average over the surrounding builds,
+// with the first builds of branches marked as ticks under each panel.
 func WriteChart(path string, res *Result) error {
 	img := image.NewRGBA(image.Rect(0, 0, chartW, chartH))
 	draw.Draw(img, img.Bounds(), &image.Uniform{white}, image.Point{}, draw.Src)
 	window := max(res.Builds/60, 8)
 	drawText(img, plotLeft, 15, 2, fmt.Sprintf("%s: %d builds, rolling mean over %d builds", res.Project, res.Builds, window), black)
 
+	wall := func(s []BuildScore) (float64, float64) {
+		var n float64
+		for i := range s {
+			n += s[i].WallMs / 1000
+		}
+		return n, float64(len(s))
+	}
+	wallMax := 0.0
+	for _, name := range res.Order {
+		wallMax = max(wallMax, seriesMax(res.Scores[name], window, wall))
+	}
 	panels := []struct {
 		title  string
+		top    float64
 		metric func(s []BuildScore) (num, den float64)
 	}{
-		{"recall (needed and available keys fetched)", func(s []BuildScore) (float64, float64) {
+		{"recall (needed and available keys fetched)", 1, func(s []BuildScore) (float64, float64) {
 			var n, d float64
 			for i := range s {
 				n += float64(s[i].Useful)
@@ -61,7 +77,7 @@ func WriteChart(path string, res *Result) error {
 			}
 			return n, d
 		}},
-		{"byte precision (useful / fetched bytes)", func(s []BuildScore) (float64, float64) {
+		{"byte precision (useful / fetched bytes)", 1, func(s []BuildScore) (float64, float64) {
 			var n, d float64
 			for i := range s {
 				n += float64(s[i].UsefulBytes)
@@ -69,13 +85,14 @@ func WriteChart(path string, res *Result) error {
 			}
 			return n, d
 		}},
+		{"wall time per build (s, from the first rustc)", niceCeil(wallMax), wall},
 	}
 	for pi, panel := range panels {
 		top := panelTop1 + pi*(panelHeight+panelGap)
-		drawAxes(img, top, panel.title, res)
+		drawAxes(img, top, panel.title, panel.top, res)
 		// The oracle first, so the policies close to it stay visible.
 		for _, name := range drawOrder(res.Order) {
-			drawSeries(img, top, res.Scores[name], window, panel.metric, policyColors[name])
+			drawSeries(img, top, panel.top, res.Scores[name], window, panel.metric, policyColors[name])
 		}
 	}
 	drawLegend(img, res.Order)
@@ -102,20 +119,56 @@ func drawOrder(order []string) []string {
 		}
 	}
 	for _, n := range order {
-		if n != PolicyOracle {
+		if n != PolicyOracle && n != PolicyAllLocal {
+			out = append(out, n)
+		}
+	}
+	// The bound last, on top.
+	for _, n := range order {
+		if n == PolicyAllLocal {
 			out = append(out, n)
 		}
 	}
 	return out
 }
 
-func drawAxes(img *image.RGBA, top int, title string, res *Result) {
+// seriesMax is the largest rolling ratio drawSeries would plot.
+func seriesMax(s []BuildScore, window int, metric func([]BuildScore) (float64, float64)) float64 {
+	m := 0.0
+	step := max(len(s)/(plotRight-plotLeft), 1)
+	for i := 0; i < len(s); i += step {
+		lo, hi := max(i-window/2, 0), min(i+window/2+1, len(s))
+		if num, den := metric(s[lo:hi]); den > 0 {
+			m = max(m, num/den)
+		}
+	}
+	return m
+}
+
+// niceCeil rounds v up to 1, 2 or 5 times a power of ten (1 for v <= 0).
+func niceCeil(v float64) float64 {
+	if v <= 0 {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(v)))
+	for _, f := range []float64{1, 2, 5, 10} {
+		if v <= f*p {
+			return f * p
+		}
+	}
+	return 10 * p
+}
+
+func drawAxes(img *image.RGBA, top int, title string, yMax float64, res *Result) {
 	bottom := top + panelHeight
 	drawText(img, plotLeft, top-16, 1, title, textGray)
 	for i := 0; i <= 4; i++ {
 		y := bottom - i*panelHeight/4
 		fillRect(img, image.Rect(plotLeft, y, plotRight, y+1), gridGray)
-		label := fmt.Sprintf("%.2f", float64(i)/4)
+		label := fmt.Sprintf("%.2f", yMax*float64(i)/4)
+		if yMax > 4 {
+			label = fmt.Sprintf("%.1f", yMax*float64(i)/4)
+		}
 		drawText(img, plotLeft-8-textWidth(label, 1), y-3, 1, label, textGray)
 	}
 	fillRect(img, image.Rect(plotLeft, top, plotLeft+1, bottom+1), black)
@@ -135,7 +188,7 @@ func drawAxes(img *image.RGBA, top int, title string, res *Result) {
 		label := fmt.Sprintf("%d", b)
 		drawText(img, xOf(b, res.Builds)-textWidth(label, 1)/2, bottom+10, 1, label, textGray)
 	}
-	if top > panelTop1 {
+	if top == panelTop1+(panels-1)*(panelHeight+panelGap) {
 		drawText(img, plotRight-textWidth("build (start order); ticks: first builds of branches", 1), bottom+24, 1, "build (start order); ticks: first builds of branches", textGray)
 	}
 }
@@ -149,7 +202,7 @@ func xOf(i, n int) int {
 
 // drawSeries draws the rolling ratio of metric over a centred window; points
 // whose window has a zero denominator are gaps.
-func drawSeries(img *image.RGBA, top int, s []BuildScore, window int, metric func([]BuildScore) (float64, float64), c color.RGBA) {
+func drawSeries(img *image.RGBA, top int, yMax float64, s []BuildScore, window int, metric func([]BuildScore) (float64, float64), c color.RGBA) {
 	bottom := top + panelHeight
 	prevOK := false
 	var px, py int
@@ -162,7 +215,7 @@ func drawSeries(img *image.RGBA, top int, s []BuildScore, window int, metric fun
 			continue
 		}
 		x := xOf(i, len(s))
-		y := bottom - int(num/den*float64(panelHeight)+0.5)
+		y := bottom - int(num/den/yMax*float64(panelHeight)+0.5)
 		if prevOK {
 			drawLine(img, px, py, x, y, c)
 			drawLine(img, px, py+1, x, y+1, c)

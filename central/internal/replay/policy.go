@@ -33,7 +33,21 @@ const (
 	PolicyLockfileAll   = "lockfile_all"
 	PolicyPlanner       = "planner"
 	PolicyOracle        = "oracle"
+	// PolicyOracleLead is the oracle's plan fetched by the sidecar's warm
+	// from --warm-lead before the first rustc (only with a lead).
+	PolicyOracleLead = "oracle_lead"
+	// PolicyAllLocal is the bound: every needed, available artifact local
+	// at t = 0, with no transfer at all.
+	PolicyAllLocal = "all_local"
 )
+
+// warmer is a policy whose plan the sidecar's warm fetches from the lead
+// before the first rustc (Config.WarmLeadMs): its plan is asked that long
+// before the build starts, from what central knew then, and its downloads
+// start that much earlier.
+type warmer interface {
+	warmed() bool
+}
 
 func executePlan(name string, cands []wire.PrefetchCandidate) wire.PrefetchPlan {
 	if cands == nil {
@@ -51,9 +65,17 @@ func (none) Learn(*Build, *wire.BuildManifest, int64) error { return nil }
 
 // oracle fetches exactly the needed keys the bucket holds, in kache's
 // dispatch order with the true compile times: the ceiling for every score.
-type oracle struct{}
+// With lead it is fetched by the sidecar's warm (oracle_lead).
+type oracle struct{ lead bool }
 
-func (oracle) Name() string { return PolicyOracle }
+func (o oracle) Name() string {
+	if o.lead {
+		return PolicyOracleLead
+	}
+	return PolicyOracle
+}
+
+func (o oracle) warmed() bool { return o.lead }
 
 func (oracle) Plan(b *Build) (wire.PrefetchPlan, error) {
 	var cands []wire.PrefetchCandidate
@@ -70,6 +92,38 @@ func (oracle) Plan(b *Build) (wire.PrefetchPlan, error) {
 }
 
 func (oracle) Learn(*Build, *wire.BuildManifest, int64) error { return nil }
+
+// allLocal is the bound no prefetcher can beat: the oracle's keys, all
+// local when the first rustc starts (the runner simply has them), so each
+// costs only its restore. Its bytes and requests are what fetching them
+// would have cost.
+type allLocal struct{ oracle }
+
+func (allLocal) Name() string  { return PolicyAllLocal }
+func (allLocal) warmed() bool  { return false }
+func (allLocal) instant() bool { return true }
+
+// instant is a policy whose plan needs no transfer: every key it names that
+// the bucket holds is local at t = 0.
+type instant interface {
+	instant() bool
+}
+
+// localDownloads are the downloads of an instant plan: every existing key,
+// complete at t = 0.
+func localDownloads(cands []wire.PrefetchCandidate, bucket *Bucket) []Download {
+	out := make([]Download, 0, len(cands))
+	seen := make(map[string]bool, len(cands))
+	for _, c := range cands {
+		if seen[c.CacheKey] {
+			continue
+		}
+		seen[c.CacheKey] = true
+		size, ok := bucket.Get(c.CrateName, c.CacheKey)
+		out = append(out, Download{Key: c.CacheKey, Crate: c.CrateName, Exists: ok, Size: size})
+	}
+	return out
+}
 
 // lockfileAll fetches every stored variant of every crate in Cargo.lock (by
 // the correct crate directory), in demand order. The list stops at the
@@ -97,3 +151,11 @@ func (p *lockfileAll) Plan(b *Build) (wire.PrefetchPlan, error) {
 }
 
 func (*lockfileAll) Learn(*Build, *wire.BuildManifest, int64) error { return nil }
+
+// timelineLearner is a policy that learns from the build timelines of the
+// builds run under its own plans (kache's record and the sidecar's outcome
+// record): the runner keeps each build's run for it until the build
+// completes.
+type timelineLearner interface {
+	learnsTimelines() bool
+}

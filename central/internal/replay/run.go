@@ -20,6 +20,12 @@ type Config struct {
 	// Context is what the planner policy is told about each job and what
 	// central learns from it (ContextNone, ContextWarm).
 	Context Context
+	// WarmLeadMs is how long before the first rustc the sidecar's warm
+	// starts (ContextWarm only): the warmed policies' plans are asked then,
+	// from what central knew then, and their downloads start that much
+	// earlier; what they fetched is a local hit. 0: warm runs just before
+	// cargo.
+	WarmLeadMs int64
 	// ToolchainLagSec is how long after a Rust release CI adopts it.
 	ToolchainLagSec int64
 	Cost            CostModel
@@ -95,6 +101,7 @@ type Model struct {
 	Jobs            []Job         `json:"jobs"`
 	Namespace       string        `json:"namespace"`
 	Context         Context       `json:"context"`
+	WarmLeadMs      int64         `json:"warm_lead_ms"`
 	ToolchainLagSec int64         `json:"toolchain_lag_sec"`
 	Cost            CostModel     `json:"cost"`
 	Transfer        TransferModel `json:"transfer"`
@@ -128,6 +135,9 @@ func Run(t *Trace, cfg Config) (res *Result, err error) {
 	if _, err := ParseContext(string(cfg.Context)); err != nil {
 		return nil, fmt.Errorf("run replay: %w", err)
 	}
+	if cfg.WarmLeadMs < 0 || cfg.WarmLeadMs > 0 && cfg.Context != ContextWarm {
+		return nil, fmt.Errorf("run replay: a warm lead of %d ms needs context %s (warm is what starts early)", cfg.WarmLeadMs, ContextWarm)
+	}
 	r := &runner{trace: t, cfg: cfg, sched: NewSchedule(t), bucket: NewBucket()}
 	closers, err := r.setupPolicies()
 	for _, c := range closers {
@@ -156,6 +166,10 @@ func (r *runner) setupPolicies() ([]io.Closer, error) {
 	}
 	closers := []io.Closer{c}
 	all := []Policy{none{}, fb, newKacheService(), &lockfileAll{bucket: r.bucket, maxKeys: r.cfg.Transfer.MaxKeys}, c, oracle{}}
+	if r.cfg.WarmLeadMs > 0 {
+		all = append(all, oracle{lead: true})
+	}
+	all = append(all, allLocal{})
 	for _, p := range all {
 		if len(r.cfg.Only) == 0 || slices.Contains(r.cfg.Only, p.Name()) || p.Name() == PolicyNone {
 			r.policies = append(r.policies, p)
@@ -168,15 +182,118 @@ func (r *runner) replay() error {
 	pending := newHeap(func(a, b *completed) bool {
 		return a.end < b.end || a.end == b.end && a.build.Seq < b.build.Seq
 	})
+	completeUntil := func(t int64) error {
+		for pending.Len() > 0 && pending.Peek().end <= t {
+			if err := r.complete(pending.Pop()); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	// Events run in time order: a commit's warm plans at its start minus
+	// the lead (with a lead), its builds at its start, completions at their
+	// ends. Builds come commit by commit in start order, so a commit's
+	// builds are held until every earlier event has run: a warm plan sees
+	// only the builds that completed the lead before its build.
+	type batch struct {
+		start  int64
+		builds []*Build
+	}
+	var queue []*batch
+	var cur *batch
+	score := func(bt *batch) error {
+		if err := completeUntil(bt.start); err != nil {
+			return err
+		}
+		for _, b := range bt.builds {
+			b.refreshAvailable(r.bucket)
+			wall, err := r.scoreBuild(b)
+			if err != nil {
+				return err
+			}
+			end := b.StartMs + int64(wall)
+			pending.Push(&completed{end: end, build: b, manifest: b.Manifest(end)})
+		}
+		return nil
+	}
+	arrive := func(bt *batch) error {
+		if bt == nil || len(bt.builds) == 0 {
+			return nil
+		}
+		lead := r.cfg.WarmLeadMs
+		for len(queue) > 0 && queue[0].start <= bt.start-lead {
+			if err := score(queue[0]); err != nil {
+				return err
+			}
+			queue = queue[1:]
+		}
+		if lead > 0 {
+			if err := completeUntil(bt.start - lead); err != nil {
+				return err
+			}
+			for _, b := range bt.builds {
+				b.refreshAvailable(r.bucket)
+				if err := r.planWarm(b); err != nil {
+					return err
+				}
+			}
+		}
+		queue = append(queue, bt)
+		return nil
+	}
+	err := r.eachBuild(func(s int64) error {
+		if err := arrive(cur); err != nil {
+			return err
+		}
+		cur = &batch{start: s}
+		return nil
+	}, func(b *Build) error {
+		cur.builds = append(cur.builds, b)
+		return nil
+	})
+	if err == nil {
+		err = arrive(cur)
+	}
+	for _, bt := range queue {
+		if err != nil {
+			break
+		}
+		err = score(bt)
+	}
+	return err
+}
+
+// planWarm asks the warmed policies for their plans, the lead before the
+// build starts.
+func (r *runner) planWarm(b *Build) error {
+	for _, p := range r.policies {
+		if w, ok := p.(warmer); ok && w.warmed() {
+			cands, err := r.plan(p, b)
+			if err != nil {
+				return err
+			}
+			if b.warmPlans == nil {
+				b.warmPlans = make(map[string][]wire.PrefetchCandidate)
+			}
+			b.warmPlans[p.Name()] = cands
+		}
+	}
+	return nil
+}
+
+// eachBuild walks the schedule: for every commit in build order (up to
+// MaxCommits) it calls before with the commit's start time, then each with
+// every job's build of it, in start order. Replay and Builds share it, so
+// an exported build is the build the replay scores.
+func (r *runner) eachBuild(before func(startMs int64) error, each func(*Build) error) error {
 	seq := 0
 	order := r.sched.Order
 	if r.cfg.MaxCommits > 0 && r.cfg.MaxCommits < len(order) {
 		order = order[:r.cfg.MaxCommits]
 	}
 	for done, i := range order {
-		start := r.sched.StartMs[i]
-		for pending.Len() > 0 && pending.Peek().end <= start {
-			if err := r.complete(pending.Pop()); err != nil {
+		if before != nil {
+			if err := before(r.sched.StartMs[i]); err != nil {
 				return err
 			}
 		}
@@ -188,12 +305,9 @@ func (r *runner) replay() error {
 			for j := range r.cfg.Jobs {
 				b := newBuild(r, seq, i, j, g)
 				seq++
-				wall, err := r.scoreBuild(b)
-				if err != nil {
+				if err := each(b); err != nil {
 					return err
 				}
-				end := start + int64(wall)
-				pending.Push(&completed{end: end, build: b, manifest: b.Manifest(end)})
 			}
 		}
 		if r.cfg.Progress != nil {
@@ -212,17 +326,35 @@ func (r *runner) scoreBuild(b *Build) (float64, error) {
 	// none policy, always scored first).
 	var demandMs []float64
 	for k, p := range r.policies {
-		cands, err := r.plan(p, b)
-		if err != nil {
-			return 0, err
-		}
 		tm := r.cfg.Transfer
-		if sp, ok := p.(splitter); ok && sp.lastSplit() != nil {
+		cands, warm := b.warmPlans[p.Name()]
+		if warm {
+			// The sidecar's warm fetched this plan from the lead on; kache's
+			// own requests for it are local hits or join its downloads.
+			tm.DispatchMs -= float64(r.cfg.WarmLeadMs)
+		} else {
+			var err error
+			if cands, err = r.plan(p, b); err != nil {
+				return 0, err
+			}
+		}
+		if sp, ok := p.(splitter); ok && !warm && sp.lastSplit() != nil {
 			cands, tm.DispatchMs = r.reveal(b, cands, sp.lastSplit(), demandMs)
 		}
-		downloads := tm.Schedule(tm.Admit(cands), r.bucket)
+		var downloads []Download
+		if in, ok := p.(instant); ok && in.instant() {
+			downloads = localDownloads(tm.Admit(cands), r.bucket)
+		} else {
+			downloads = tm.Schedule(tm.Admit(cands), r.bucket)
+		}
 		sim := r.cfg.Build.Simulate(b, prefetchedUnits(b, downloads), tm)
 		r.scores[k] = append(r.scores[k], scoreBuild(b, downloads, sim))
+		if tl, ok := p.(timelineLearner); ok && tl.learnsTimelines() {
+			if b.runs == nil {
+				b.runs = make(map[string]*policyRun)
+			}
+			b.runs[p.Name()] = &policyRun{downloads: downloads, sim: sim, dispatchMs: tm.DispatchMs}
+		}
 		if p.Name() == PolicyNone {
 			wall = sim.WallMs
 			demandMs = sim.DemandMs
@@ -273,14 +405,14 @@ func (r *runner) complete(c *completed) error {
 		}
 	}
 	// The build's units are no longer needed; keep the score only.
-	b.Units, b.Uploaded = nil, nil
+	b.Units, b.Uploaded, b.runs, b.warmPlans = nil, nil, nil, nil
 	return nil
 }
 
 func (r *runner) result() *Result {
 	res := &Result{
 		Project: r.trace.Project, Seed: r.cfg.Seed, Commits: len(r.trace.Commits), Branches: r.sched.Branches,
-		Model:    Model{Jobs: r.cfg.Jobs, Namespace: r.cfg.Namespace, Context: r.cfg.Context, ToolchainLagSec: r.cfg.ToolchainLagSec, Cost: r.cfg.Cost, Transfer: r.cfg.Transfer, Build: r.cfg.Build},
+		Model:    Model{Jobs: r.cfg.Jobs, Namespace: r.cfg.Namespace, Context: r.cfg.Context, WarmLeadMs: r.cfg.WarmLeadMs, ToolchainLagSec: r.cfg.ToolchainLagSec, Cost: r.cfg.Cost, Transfer: r.cfg.Transfer, Build: r.cfg.Build},
 		Policies: map[string]PolicyResult{},
 		Scores:   map[string][]BuildScore{},
 		Splits:   r.splits,

@@ -19,6 +19,7 @@
 //	0x01 "listing"                            -> uint64 start time (ms) of the last complete listing of v3/manifests/
 //	0x09 key[32]                              -> missing from a complete listing: that listing's start time
 //	0x0A key[32]                              -> tombstone of a dropped key until its dep and identity entries are swept (a reported 404's until retention): drop time, reason, pending
+//	0x0B family[32]                           -> demand: per crate when a family's builds ask for it and its keys left unused (demand.go)
 //
 // lp(s) is a one-byte length followed by s (strings longer than 255 bytes are
 // rejected before they reach the store). Cache keys are stored as their 32 raw

@@ -18,6 +18,7 @@ const (
 	prefixIdentity   byte = 0x08
 	prefixSuspect    byte = 0x09
 	prefixTombstone  byte = 0x0A
+	prefixDemand     byte = 0x0B
 )
 
 // SchemaVersion is the key encoding this package writes. Open refuses a

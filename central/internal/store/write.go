@@ -22,6 +22,9 @@ type (
 		// Identity, when set, makes these artifacts the latest build of
 		// an identity.
 		Identity *IdentityBuild
+		// Demand, when set, is what a build timeline taught about when
+		// its family asks for each crate.
+		Demand *DemandObservation
 		// SeedDigest, when set, marks a seed file as imported in the same batch.
 		SeedDigest string
 		// Objects marks bucket objects (key -> ETag) as crawled in the same
@@ -79,6 +82,8 @@ type writeSet struct {
 	// the write.
 	idents    map[[32]byte]int64
 	keyCrates map[string]struct{}
+	// demands are the demand rows written, by family.
+	demands map[[32]byte][]CrateDemand
 	// noSync: no observation in the batch needs a synced write.
 	noSync bool
 	// merged, key and val are scratch space reused across observations.
@@ -95,6 +100,7 @@ func newWriteSet() *writeSet {
 		deps:      make(map[string][]Variant),
 		idents:    make(map[[32]byte]int64),
 		keyCrates: make(map[string]struct{}),
+		demands:   make(map[[32]byte][]CrateDemand),
 	}
 }
 
@@ -109,6 +115,7 @@ func (w *writeSet) reset() {
 	clear(w.deps)
 	clear(w.idents)
 	clear(w.keyCrates)
+	clear(w.demands)
 	clear(w.merged)
 }
 
@@ -152,6 +159,11 @@ func (s *Store) add(w *writeSet, obs *Observation) (ApplyResult, error) {
 	}
 	if obs.Identity != nil {
 		if err := s.putIdentity(w, *obs.Identity, merged, at); err != nil {
+			return ApplyResult{}, err
+		}
+	}
+	if obs.Demand != nil {
+		if err := s.putDemand(w, obs.Demand, at); err != nil {
 			return ApplyResult{}, err
 		}
 	}
@@ -337,6 +349,9 @@ func (s *Store) commit(w *writeSet) error {
 	}
 	for d := range w.idents {
 		s.lists.settle(string(identityKey(d)), nil)
+	}
+	for f := range w.demands {
+		s.lists.settle(string(demandKey(f)), nil)
 	}
 	for c := range w.keyCrates {
 		s.crateKeyLists(c, func(key string) { s.lists.settle(key, nil) })
