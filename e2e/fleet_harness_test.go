@@ -594,19 +594,15 @@ func prebuildFleet() {
 }
 
 // tracesDir is where the Cargo.lock histories are: $KACHE_TRACES_DIR, else
-// shared/traces next to the repository (as shared/cargolock's tests find
-// them). Missing, the test fails, as for a missing tool (testenv.Tool),
-// unless KACHE_E2E_SKIP_MISSING_TOOLS=1.
+// the slice shipped in testdata/traces (README there), so the scenarios
+// need nothing outside the repository.
 func tracesDir(t testing.TB) string {
 	t.Helper()
 	dir := os.Getenv("KACHE_TRACES_DIR")
 	if dir == "" {
-		dir = filepath.Join("..", "..", "shared", "traces")
+		dir = filepath.Join("testdata", "traces")
 	}
 	if _, err := os.Stat(dir); err != nil {
-		if os.Getenv("KACHE_E2E_SKIP_MISSING_TOOLS") == "1" {
-			t.Skipf("traces: %v (set KACHE_TRACES_DIR)", err)
-		}
 		t.Fatalf("traces: %v (set KACHE_TRACES_DIR)", err)
 	}
 	return dir
