@@ -43,7 +43,7 @@ test:
 lint: (_tool "staticcheck" "honnef.co/go/tools/cmd/staticcheck" staticcheck_version)
     test -z "$(gofmt -l central sidecar shared charts e2e internal tools)" || (gofmt -l central sidecar shared charts e2e internal tools; exit 1)
     go vet ./...
-    go vet -tags e2e ./e2e/ ./sidecar/... ./internal/...
+    go vet -tags e2e,demo ./e2e/ ./sidecar/... ./internal/...
     "{{tools}}"/staticcheck ./...
 
 # Fuzz each decoder for a while (FUZZTIME, default 30s each).
@@ -133,6 +133,11 @@ e2e-tools:
 # End-to-end tests: real etcd, kube-apiserver and MinIO on loopback (e2e/ and the sidecar's engine against MinIO).
 e2e: e2e-tools
     KACHE_TOOLS_DIR="{{tools}}" go test -race -count=1 -tags e2e -timeout 30m -v ./e2e/ ./sidecar/internal/prefetch/ ./shared/s3source/
+
+# What the planner does, in about five minutes: MinIO, central and two sidecars on loopback build DEMO_BUILDS (200) of ripgrep's builds with it and without; a line per build, a closing table, demo-out/hit-rate.png. Ctrl-C stops everything.
+demo:
+    e2e/tools.sh minio >/dev/null
+    KACHE_TOOLS_DIR="{{tools}}" go test -count=1 -tags 'e2e demo' -run '^TestDemo$' -v -timeout 30m ./e2e/
 
 # Sidecar figures: prefetch throughput from MinIO (700 packs, ~0.9 GiB) against plain minio-go GETs (goal ratio >= 0.8).
 bench-sidecar:

@@ -125,6 +125,12 @@ type fleetOptions struct {
 	// repository is the sidecars' KACHE_SIDECAR_REPOSITORY. Default
 	// "acme/app".
 	repository string
+	// plainBinaries runs kache-service and kache-sidecar built without the
+	// race detector (the demo); default race-built, as tests want.
+	plainBinaries bool
+	// onBuild, when set, is called by runAll as each build ends (from the
+	// runner's goroutine).
+	onBuild func(i int, r buildResult)
 }
 
 func (o fleetOptions) withDefaults() fleetOptions {
@@ -213,6 +219,20 @@ func (f *fleet) addSidecar(t testing.TB, env, args []string) *fleetSidecar {
 	return s
 }
 
+// bin is one of the binaries the fleet runs: race-built unless
+// opts.plainBinaries.
+func (f *fleet) bin(t testing.TB, b binaries) string {
+	t.Helper()
+	if !f.opts.plainBinaries {
+		return b.get(t)
+	}
+	bin, err := b.plain()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
 // stopMinio kills MinIO (SIGKILL); restartMinio starts it again on the same
 // port and data directory and waits until it is ready.
 func (f *fleet) stopMinio()                { f.minio.Stop() }
@@ -269,7 +289,7 @@ func (c *fleetCentral) start(t testing.TB) {
 	args := append([]string{"--bind", c.addr, "--db-path", c.db,
 		"--s3-bucket", testBucket, "--s3-endpoint", c.bucketEndpoint, "--s3-crawl-interval", c.f.opts.crawlInterval.String()}, c.args...)
 	env := append(append(c.f.objects.env(), "KACHE_LOG=info", noExitSleep), c.env...)
-	c.p = testenv.Start(t, fmt.Sprintf("kache-service-%d", c.starts), env, serviceBin(t), args...)
+	c.p = testenv.Start(t, fmt.Sprintf("kache-service-%d", c.starts), env, c.f.bin(t, serviceBins), args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	if !waitUntil(ctx, 50*time.Millisecond, func() bool { return c.p.Exited() || c.status("/readyz") == 200 }) || c.p.Exited() {
@@ -414,7 +434,7 @@ func (s *fleetSidecar) startErr(t testing.TB) error {
 		"KACHE_SIDECAR_LOCAL_SECRET_KEY=" + localSecretKey,
 		noExitSleep,
 	}, s.env...)
-	p := testenv.Start(t, name, env, sidecarBin(t), append([]string{"serve"}, s.args...)...)
+	p := testenv.Start(t, name, env, s.f.bin(t, sidecarBins), append([]string{"serve"}, s.args...)...)
 	// A new client per process: no keep-alive connection to the last one.
 	k := newKacheS3(t, "http://"+s.s3, testBucket, localAccessKey, localSecretKey)
 	s.mu.Lock()
@@ -1003,6 +1023,9 @@ func (f *fleet) runAll(ctx context.Context, builds []fleetBuild) []buildResult {
 					continue
 				}
 				results[i] = f.runBuild(ctx, r, builds[i])
+				if f.opts.onBuild != nil {
+					f.opts.onBuild(i, results[i])
+				}
 			}
 		})
 	}

@@ -319,3 +319,51 @@ func TestBuildManifestDecodesEntries(t *testing.T) {
 		t.Fatalf("entries %+v", m.Entries)
 	}
 }
+
+// The fast path for kache's intents must agree with encoding/json on every
+// input, including the error cases.
+func FuzzBuildIntent(f *testing.F) {
+	for _, s := range []string{
+		`{"crate_names":["serde","syn"],"namespace":null,"cargo_lock_deps":[["serde","1.0.0"],["syn","2.0.0"]]}`,
+		` { "crate_names" : [ "a" , "b" ] , "namespace" : "ci-main" , "cargo_lock_deps" : [ [ "a" , "1" ] ] } `,
+		`{"crate_names":[],"namespace":"","cargo_lock_deps":[]}`,
+		`{}`, `null`, `[]`, `{"crate_names":null}`, `{"crate_names":["a\u0041"]}`, `{"crate_names":["é"]}`,
+		`{"crate_names":["a"],"crate_names":["b"]}`, `{"Crate_Names":["a"]}`, `{"namespace":1}`,
+		`{"crate_names":["a"],"target":"x86_64-unknown-linux-gnu","profile":"release"}`,
+		`{"cargo_lock_deps":[["a","1","2"]]}`, `{"cargo_lock_deps":[["a"]]}`, `{"crate_names":[1]}`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var direct BuildIntent
+		if DecodePlainIntent([]byte(s), &direct) && !json.Valid([]byte(s)) {
+			t.Fatalf("%q: invalid JSON read by the fast path", s)
+		}
+		if !json.Valid([]byte(s)) {
+			return
+		}
+		var fast BuildIntent
+		fastErr := json.Unmarshal([]byte(s), &fast)
+		type reference BuildIntent // encoding/json's own decoding
+		var slow reference
+		slowErr := json.Unmarshal([]byte(s), &slow)
+		if (fastErr == nil) != (slowErr == nil) {
+			t.Fatalf("%q: fast err %v, slow err %v", s, fastErr, slowErr)
+		}
+		if fastErr == nil && !reflect.DeepEqual(fast, BuildIntent(slow)) {
+			t.Fatalf("%q:\nfast %+v\nslow %+v", s, fast, slow)
+		}
+	})
+}
+
+func TestPlainIntentsTakeTheFastPath(t *testing.T) {
+	for _, s := range []string{
+		`{"crate_names":["serde","syn"],"namespace":null,"cargo_lock_deps":[]}`,
+		`{"crate_names":["serde"],"namespace":"ci-main","cargo_lock_deps":[["serde","1.0.0"]]}`,
+	} {
+		var in BuildIntent
+		if !plainIntent([]byte(s), &in) || len(in.CrateNames) == 0 {
+			t.Errorf("%s: not read by the fast path", s)
+		}
+	}
+}

@@ -45,6 +45,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	warmLead := fs.Duration("warm-lead", 0, "the sidecar's warm starts this long before the first rustc (context warm): planner and oracle_lead fetch from then on")
 	commits := fs.Int("commits", 0, "replay only the first N commits in build order (0 = all; a measurement aid)")
 	noSplit := fs.Bool("no-family-split", false, "the sidecar model does not split profile-less plans by profile nor prune by the build's first reads (a measurement aid)")
+	splitParts := fs.Int("split-parts", replay.DefaultTransferModel().SplitParts, "connections the sidecar fetches an object over 4 MiB over (its --prefetch-split-parts; 1: never split, the model before issue 10's split downloads)")
 	only := fs.String("only", "", "score only these policies (comma-separated; none is always scored); the results file then lacks the others")
 	quiet := fs.Bool("quiet", false, "no progress on stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
@@ -83,6 +84,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	cfg.MaxCommits = *commits
 	cfg.WarmLeadMs = warmLead.Milliseconds()
 	cfg.NoFamilySplit = *noSplit
+	cfg.Transfer.SplitParts = *splitParts
 	if *only != "" {
 		cfg.Only = strings.Split(*only, ",")
 	}

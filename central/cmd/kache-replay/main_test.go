@@ -28,7 +28,7 @@ func TestRun(t *testing.T) {
 	if err := json.Unmarshal(b, &res); err != nil {
 		t.Fatal(err)
 	}
-	if res.Project != "tiny" || len(res.Policies) != 7 {
+	if res.Project != "tiny" || len(res.Policies) != 8 { // oracle_sidecar without a lead
 		t.Errorf("project %q with %d policies", res.Project, len(res.Policies))
 	}
 	if _, err := os.Stat(pngOut); err != nil {

@@ -11,8 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"go.uber.org/fx"
@@ -20,6 +18,7 @@ import (
 	"github.com/kache-planner/kache-planner/central/internal/config"
 	"github.com/kache-planner/kache-planner/shared/buildinfo"
 	"github.com/kache-planner/kache-planner/shared/lifecycle"
+	"github.com/kache-planner/kache-planner/shared/memlimit"
 )
 
 func main() {
@@ -44,7 +43,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	if limit, ok := memoryLimit(os.Getenv("GOMEMLIMIT"), cgroupMemoryMax); ok {
+	// 80% of the container's limit; an explicit GOMEMLIMIT wins.
+	if limit, ok := memlimit.Choose(os.Getenv("GOMEMLIMIT"), memlimit.CgroupMax, 0); ok {
 		debug.SetMemoryLimit(limit)
 		log.Info("memory limit from cgroup", "go_memory_limit_bytes", limit)
 	}
@@ -60,24 +60,4 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Wait: app.Wait(), ExitCode: func(s fx.ShutdownSignal) int { return s.ExitCode },
 		StartTimeout: app.StartTimeout(), StopTimeout: app.StopTimeout(),
 	}, sigs, log)
-}
-
-const cgroupMemoryMax = "/sys/fs/cgroup/memory.max"
-
-// memoryLimit gives the Go runtime a soft limit of 80% of the container's
-// memory limit, so the collector works harder before the kernel kills the
-// pod. An explicit GOMEMLIMIT wins (the runtime reads it itself).
-func memoryLimit(gomemlimit, path string) (int64, bool) {
-	if gomemlimit != "" {
-		return 0, false
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-	if err != nil || n <= 0 {
-		return 0, false // "max": no limit
-	}
-	return n / 5 * 4, true
 }

@@ -241,26 +241,3 @@ func TestSigtermAndSeedImportedOnce(t *testing.T) {
 		t.Fatalf("seed imported more than once: %+v %v", v, err)
 	}
 }
-
-func TestMemoryLimit(t *testing.T) {
-	dir := t.TempDir()
-	write := func(s string) string {
-		p := filepath.Join(dir, "memory.max")
-		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	if n, ok := memoryLimit("", write("134217728\n")); !ok || n != 107374180 {
-		t.Fatalf("128Mi cgroup => %d %v", n, ok)
-	}
-	if _, ok := memoryLimit("", write("max\n")); ok {
-		t.Fatal("unlimited cgroup set a limit")
-	}
-	if _, ok := memoryLimit("100MiB", write("134217728")); ok {
-		t.Fatal("GOMEMLIMIT must win")
-	}
-	if _, ok := memoryLimit("", filepath.Join(dir, "absent")); ok {
-		t.Fatal("no cgroup file set a limit")
-	}
-}

@@ -144,3 +144,7 @@ func (c *central) Close() error {
 
 // warmed: with --warm-lead, the sidecar's warm fetches the planner's plan.
 func (*central) warmed() bool { return true }
+
+// viaSidecar: kache asks its plans through the sidecar, whose engine
+// fetches them (--prefetch-on-plan).
+func (*central) viaSidecar() bool { return true }

@@ -36,6 +36,9 @@ const (
 	// PolicyOracleLead is the oracle's plan fetched by the sidecar's warm
 	// from --warm-lead before the first rustc (only with a lead).
 	PolicyOracleLead = "oracle_lead"
+	// PolicyOracleSidecar is the oracle's plan fetched by the sidecar
+	// without a lead (only without one; with a lead oracle_lead is).
+	PolicyOracleSidecar = "oracle_sidecar"
 	// PolicyAllLocal is the bound: every needed, available artifact local
 	// at t = 0, with no transfer at all.
 	PolicyAllLocal = "all_local"
@@ -47,6 +50,12 @@ const (
 // start that much earlier.
 type warmer interface {
 	warmed() bool
+}
+
+// sidecarFetched is a policy whose plans the sidecar's prefetch engine
+// fetches, so its big objects are split (TransferModel.SplitParts).
+type sidecarFetched interface {
+	viaSidecar() bool
 }
 
 func executePlan(name string, cands []wire.PrefetchCandidate) wire.PrefetchPlan {
@@ -65,17 +74,22 @@ func (none) Learn(*Build, *wire.BuildManifest, int64) error { return nil }
 
 // oracle fetches exactly the needed keys the bucket holds, in kache's
 // dispatch order with the true compile times: the ceiling for every score.
-// With lead it is fetched by the sidecar's warm (oracle_lead).
-type oracle struct{ lead bool }
+// With sidecar it is fetched by the sidecar's engine (oracle_sidecar), with
+// lead too by the sidecar's warm from the lead on (oracle_lead).
+type oracle struct{ lead, sidecar bool }
 
 func (o oracle) Name() string {
-	if o.lead {
+	switch {
+	case o.lead:
 		return PolicyOracleLead
+	case o.sidecar:
+		return PolicyOracleSidecar
 	}
 	return PolicyOracle
 }
 
-func (o oracle) warmed() bool { return o.lead }
+func (o oracle) warmed() bool     { return o.lead }
+func (o oracle) viaSidecar() bool { return o.sidecar || o.lead }
 
 func (oracle) Plan(b *Build) (wire.PrefetchPlan, error) {
 	var cands []wire.PrefetchCandidate
@@ -99,9 +113,10 @@ func (oracle) Learn(*Build, *wire.BuildManifest, int64) error { return nil }
 // would have cost.
 type allLocal struct{ oracle }
 
-func (allLocal) Name() string  { return PolicyAllLocal }
-func (allLocal) warmed() bool  { return false }
-func (allLocal) instant() bool { return true }
+func (allLocal) Name() string     { return PolicyAllLocal }
+func (allLocal) warmed() bool     { return false }
+func (allLocal) viaSidecar() bool { return false }
+func (allLocal) instant() bool    { return true }
 
 // instant is a policy whose plan needs no transfer: every key it names that
 // the bucket holds is local at t = 0.

@@ -168,6 +168,8 @@ func (r *runner) setupPolicies() ([]io.Closer, error) {
 	all := []Policy{none{}, fb, newKacheService(), &lockfileAll{bucket: r.bucket, maxKeys: r.cfg.Transfer.MaxKeys}, c, oracle{}}
 	if r.cfg.WarmLeadMs > 0 {
 		all = append(all, oracle{lead: true})
+	} else {
+		all = append(all, oracle{sidecar: true})
 	}
 	all = append(all, allLocal{})
 	for _, p := range all {
@@ -337,6 +339,9 @@ func (r *runner) scoreBuild(b *Build) (float64, error) {
 			if cands, err = r.plan(p, b); err != nil {
 				return 0, err
 			}
+		}
+		if sf, ok := p.(sidecarFetched); ok {
+			tm.sidecar = sf.viaSidecar()
 		}
 		if sp, ok := p.(splitter); ok && !warm && sp.lastSplit() != nil {
 			cands, tm.DispatchMs = r.reveal(b, cands, sp.lastSplit(), demandMs)

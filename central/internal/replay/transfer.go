@@ -25,6 +25,17 @@ type TransferModel struct {
 	MaxKeys    int     `json:"max_keys"`
 	MaxBytes   uint64  `json:"max_bytes"`
 	DeadlineMs float64 `json:"deadline_ms"`
+	// SplitBytes and SplitParts are the sidecar's split downloads
+	// (--prefetch-split-bytes, --prefetch-split-parts): for a plan the
+	// sidecar fetches, an object over SplitBytes is fetched over up to
+	// SplitParts of the Concurrency connections (see Schedule). SplitParts
+	// 1 turns it off.
+	SplitBytes uint64 `json:"split_bytes"`
+	SplitParts int    `json:"split_parts"`
+
+	// sidecar says the plan is fetched by the sidecar's prefetch engine
+	// (set per policy), the only client that splits.
+	sidecar bool
 }
 
 // DefaultTransferModel returns kache's defaults and a same-region object
@@ -38,6 +49,8 @@ func DefaultTransferModel() TransferModel {
 		MaxKeys:     2000,
 		MaxBytes:    2 << 30,
 		DeadlineMs:  300_000,
+		SplitBytes:  4 << 20,
+		SplitParts:  4,
 	}
 }
 
@@ -77,7 +90,8 @@ func (m TransferModel) Admit(cands []wire.PrefetchCandidate) []wire.PrefetchCand
 
 // Schedule runs the admitted candidates in plan order over Concurrency
 // connections, stopping at the deadline or once completed downloads reach
-// MaxBytes (in-flight downloads finish, as in kache).
+// MaxBytes (in-flight downloads finish, as in kache). A sidecar's plan
+// splits its big objects (split).
 func (m TransferModel) Schedule(cands []wire.PrefetchCandidate, bucket *Bucket) []Download {
 	free := make([]float64, max(m.Concurrency, 1))
 	for i := range free {
@@ -87,7 +101,7 @@ func (m TransferModel) Schedule(cands []wire.PrefetchCandidate, bucket *Bucket) 
 	running := newHeap(func(a, b finished) bool { return a.end < b.end })
 	var done uint64
 	out := make([]Download, 0, len(cands))
-	for _, c := range cands {
+	for i, c := range cands {
 		t := slots.Peek()
 		if m.DeadlineMs > 0 && t-m.DispatchMs >= m.DeadlineMs {
 			break
@@ -100,11 +114,66 @@ func (m TransferModel) Schedule(cands []wire.PrefetchCandidate, bucket *Bucket) 
 		}
 		size, ok := bucket.Get(c.CrateName, c.CacheKey)
 		d := Download{Key: c.CacheKey, Crate: c.CrateName, Exists: ok, Size: size, StartMs: t, EndMs: t + m.Duration(size)}
-		slots.ReplaceTop(d.EndMs)
+		if ok && m.splits(size) {
+			d.EndMs = m.split(slots, size, c.SizeBytes, len(cands)-i-1)
+		} else {
+			slots.ReplaceTop(d.EndMs)
+		}
 		running.Push(finished{end: d.EndMs, size: size})
 		out = append(out, d)
 	}
 	return out
+}
+
+// splits reports whether a download of size bytes is split.
+func (m TransferModel) splits(size uint64) bool {
+	return m.sidecar && m.SplitParts > 1 && size > m.SplitBytes
+}
+
+// split runs one download of size bytes starting on the earliest free
+// connection, as the sidecar's engine does, and returns when it ends. The
+// first GET's body fills the first of n equal ranges; the other n-1 are
+// ranged GETs sent when its response comes (LatencyMs later), each on a
+// connection of its own at the per-connection rate. Extra connections are
+// never waited for: a plan size over SplitBytes (hint) takes those idle at
+// the start; without one the split is decided at the response, when a
+// later candidate would have taken any connection freed meanwhile, so only
+// connections beyond what the rest of the plan (left candidates) takes are
+// used. The connections stay within Concurrency: the model has no total
+// bandwidth cap, and splitting adds none beyond the Concurrency x
+// BytesPerMs any client could use.
+func (m TransferModel) split(slots *minHeap[float64], size, hint uint64, left int) float64 {
+	t := slots.Pop()
+	want := int(min(uint64(m.SplitParts), size)) - 1
+	var extra []float64
+	if hint > m.SplitBytes {
+		for len(extra) < want && slots.Len() > 0 && slots.Peek() <= t {
+			extra = append(extra, slots.Pop())
+		}
+	} else {
+		response := t + m.LatencyMs
+		var idle []float64
+		for slots.Len() > 0 && slots.Peek() <= response {
+			idle = append(idle, slots.Pop())
+		}
+		// The earliest free go to the next candidates; the rest, if any,
+		// are the split's.
+		take := min(want, max(len(idle)-left, 0))
+		extra = idle[len(idle)-take:]
+		for _, f := range idle[:len(idle)-take] {
+			slots.Push(f)
+		}
+	}
+	n := uint64(len(extra)) + 1
+	end := t + m.LatencyMs + float64(size/n)/m.BytesPerMs
+	slots.Push(end)
+	for k := range extra {
+		part := size*uint64(k+2)/n - size*uint64(k+1)/n
+		e := t + 2*m.LatencyMs + float64(part)/m.BytesPerMs
+		slots.Push(e)
+		end = max(end, e)
+	}
+	return end
 }
 
 // finished is a download in flight: when it ends and what it adds to the

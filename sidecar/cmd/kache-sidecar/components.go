@@ -169,6 +169,7 @@ func newEngine(cfg config.Config, b *s3source.Bucket, st *store.Store, m *prefet
 	pc.Prefix = prefix(cfg)
 	pc.Concurrency = cfg.PrefetchConcurrency
 	pc.DemandConcurrency = demandLanes
+	pc.SplitBytes, pc.SplitParts = cfg.PrefetchSplitBytes, cfg.PrefetchSplitParts
 	// With the S3 surface every read of the build comes through Demand,
 	// so sessions can say what was used; without it they claim nothing.
 	pc.DemandObserved = cfg.S3Surface()

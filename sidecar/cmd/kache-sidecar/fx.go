@@ -10,7 +10,6 @@ import (
 
 	"github.com/kache-planner/kache-planner/shared/buildinfo"
 	"github.com/kache-planner/kache-planner/shared/s3source"
-	"github.com/kache-planner/kache-planner/shared/wire"
 	"github.com/kache-planner/kache-planner/sidecar/internal/api"
 	"github.com/kache-planner/kache-planner/sidecar/internal/bucketplan"
 	"github.com/kache-planner/kache-planner/sidecar/internal/central"
@@ -137,8 +136,10 @@ func fxEngine(lc fx.Lifecycle, cfg config.Config, b *s3source.Bucket, st *store.
 // prefetcher hands answered plans to the engine.
 type prefetcher struct{ e *prefetch.Engine }
 
-func (p prefetcher) Submit(intent *wire.BuildIntent, plan wire.PrefetchPlan, source planner.Source) {
-	p.e.Submit(planOf(intent, plan, string(source)))
+func (p prefetcher) Submit(res planner.Result) {
+	plan := planOf(res.Intent, res.Plan, string(res.Source))
+	plan.Fingerprint = res.Fingerprint
+	p.e.Submit(plan)
 }
 
 func (p prefetcher) SessionProgress(planID string) (any, bool) {

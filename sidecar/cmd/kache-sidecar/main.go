@@ -15,12 +15,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"go.uber.org/fx"
 
 	"github.com/kache-planner/kache-planner/shared/buildinfo"
 	"github.com/kache-planner/kache-planner/shared/lifecycle"
+	"github.com/kache-planner/kache-planner/shared/memlimit"
 	"github.com/kache-planner/kache-planner/sidecar/internal/config"
 )
 
@@ -70,6 +72,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	// The lower of --memory-limit and 80% of the container's limit; an
+	// explicit GOMEMLIMIT wins.
+	if limit, ok := memlimit.Choose(os.Getenv("GOMEMLIMIT"), memlimit.CgroupMax, cfg.MemoryLimit); ok {
+		debug.SetMemoryLimit(limit)
+		log.Debug("go memory limit", "go_memory_limit_bytes", limit)
+	}
 	// Signals are caught from here on, so one that arrives during startup
 	// still stops the sidecar gracefully.
 	sigs := make(chan os.Signal, 1)

@@ -24,10 +24,13 @@ import (
 	"github.com/kache-planner/kache-planner/sidecar/internal/planner"
 )
 
-// The ignored goroutines are fasthttp's idle-worker cleaners, which end on
-// their own tick after Shutdown.
+// The ignored goroutines end on their own tick: fasthttp's idle-worker
+// cleaners after Shutdown, goleveldb's pool drain after Close.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("time.Sleep"))
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("time.Sleep"),
+		// goleveldb's memdb pool drain (the benchmarks' hint database) ends
+		// on its own tick after Close.
+		goleak.IgnoreTopFunction("github.com/syndtr/goleveldb/leveldb.(*DB).mpoolDrain"))
 }
 
 const key1 = "acdc9e416dd3000f77b9711b73251f76805354b21f5623c0ab85ff5c5a82a320"
@@ -75,11 +78,11 @@ type fakePrefetcher struct {
 	block chan struct{}
 }
 
-func (f *fakePrefetcher) Submit(in *wire.BuildIntent, plan wire.PrefetchPlan, src planner.Source) {
+func (f *fakePrefetcher) Submit(res planner.Result) {
 	if f.block != nil {
 		<-f.block
 	}
-	f.got <- submitted{in, plan, src}
+	f.got <- submitted{res.Intent, res.Plan, res.Source}
 }
 
 type harness struct {
@@ -660,5 +663,24 @@ func TestRefusedBeforeTheBody(t *testing.T) {
 				t.Error("planned a refused request")
 			}
 		})
+	}
+}
+
+// An answer the planner hands over with its tail encoded is sent as head
+// plus that tail: the same bytes as encoding it whole.
+func TestPlanWithEncodedTail(t *testing.T) {
+	res := execResult()
+	tail, err := res.Plan.AppendTail(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Tail = tail
+	h := newHarness(t, Config{}, res, nil)
+	r := h.do("POST", "/v2/prefetch-plan", []byte(kacheIntent), "Content-Type", "application/json")
+	wantPlan := execResult().Plan
+	wantPlan.PlanID = "plan-1.1"
+	want, _ := wantPlan.AppendJSON(nil)
+	if r.status != 200 || !bytes.Equal(r.body, want) {
+		t.Errorf("got %d %s\nwant %s", r.status, r.body, want)
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/kache-planner/kache-planner/shared/httpserve"
 	"github.com/kache-planner/kache-planner/shared/reqbody"
+	"github.com/kache-planner/kache-planner/shared/wire"
 )
 
 // Errors of this surface; request-body errors are reqbody's and httpserve's.
@@ -48,6 +49,20 @@ func (s *Server) fail(ctx *fasthttp.RequestCtx, err error, internalMsg string) {
 		return
 	}
 	httpserve.WriteJSONError(ctx, status, err.Error())
+}
+
+// decodeIntent is decodeJSON for a plan request: kache's own intents are
+// read without encoding/json's scans (wire.DecodePlainIntent).
+func (s *Server) decodeIntent(ctx *fasthttp.RequestCtx, in *wire.BuildIntent) error {
+	if err := reqbody.CheckJSON(ctx.Request.Header.ContentType(), nil, 0); err != nil {
+		return err
+	}
+	return s.http.ReadBody(ctx, func(body []byte) error {
+		if wire.DecodePlainIntent(body, in) {
+			return nil
+		}
+		return reqbody.Unmarshal(body, in)
+	})
 }
 
 // decodeJSON checks a JSON request's content type from its headers, then

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -81,7 +82,7 @@ func (s *Server) plan(ctx *fasthttp.RequestCtx) {
 	// json.Unmarshal copies every string, so the intent holds nothing of
 	// the RequestCtx and may outlive the handler.
 	var intent wire.BuildIntent
-	if err := s.decodeJSON(ctx, &intent); err != nil {
+	if err := s.decodeIntent(ctx, &intent); err != nil {
 		s.metrics.observe(outcomeRejected, time.Since(start), 0)
 		s.fail(ctx, err, "")
 		return
@@ -91,17 +92,27 @@ func (s *Server) plan(ctx *fasthttp.RequestCtx) {
 		// A planner bug must not cost kache more than a local plan.
 		s.log.Error("planner returned an invalid disposition, answering use_fallback", "disposition", res.Plan.Disposition)
 		res.Plan = wire.PrefetchPlan{Planner: s.deps.Planner.Name(), Disposition: wire.UseFallback}
-		res.Source = planner.SourceFallback
+		res.Source, res.Tail, res.Fingerprint = planner.SourceFallback, nil, ""
 	}
 	if res.Plan.Candidates == nil {
 		res.Plan.Candidates = []wire.PrefetchCandidate{}
 	}
 	// Hints replay central's plan_id; a suffix keeps each answer's id
 	// unique while still naming the plan it came from.
-	res.Plan.PlanID = fmt.Sprintf("%s.%d", cmp.Or(res.Plan.PlanID, "plan"), s.planSeq.Add(1))
+	res.Plan.PlanID = cmp.Or(res.Plan.PlanID, "plan") + "." + strconv.FormatUint(s.planSeq.Add(1), 10)
 	buf := bufpool.Get()
 	defer bufpool.Put(buf)
-	b, err := res.Plan.AppendJSON((*buf)[:0])
+	// An answer served from hints comes with its tail encoded once for
+	// every answer of the same hints: only the head, with this answer's
+	// plan_id, is encoded here.
+	var b []byte
+	var err error
+	if res.Tail != nil {
+		b, err = res.Plan.AppendHead((*buf)[:0])
+		b = append(b, res.Tail...)
+	} else {
+		b, err = res.Plan.AppendJSON((*buf)[:0])
+	}
 	if err != nil {
 		s.metrics.observe(outcomeRejected, time.Since(start), 0)
 		s.fail(ctx, fmt.Errorf("encode plan: %w", err), "encode plan")

@@ -92,8 +92,10 @@ type Planner interface {
 // Prefetcher receives every execute plan the surface answers, after the
 // answer, so the sidecar starts fetching what kache is about to ask for.
 // Submit should return quickly; it runs on one goroutine of the server.
+// res is the answer as sent (its plan_id the answer's); its candidates
+// may be shared with other answers (planner.Result) and are read-only.
 type Prefetcher interface {
-	Submit(intent *wire.BuildIntent, plan wire.PrefetchPlan, source planner.Source)
+	Submit(res planner.Result)
 }
 
 // Sessions reports the progress of the prefetch session started for a plan,
@@ -142,7 +144,7 @@ type Server struct {
 	// waiting for requests.
 	base context.Context
 
-	queue      chan submission
+	queue      chan planner.Result
 	workerOnce sync.Once
 	stopOnce   sync.Once
 	workerStop chan struct{}
@@ -151,12 +153,6 @@ type Server struct {
 	// planSeq makes every answered plan_id unique, so a plan's prefetch
 	// session can be looked up by it.
 	planSeq atomic.Uint64
-}
-
-type submission struct {
-	intent *wire.BuildIntent
-	plan   wire.PrefetchPlan
-	source planner.Source
 }
 
 // New builds the server and registers its metrics; Start binds it.
@@ -189,7 +185,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		log:        deps.Logger.With("component", "planner_api"),
 		auth:       auth,
 		metrics:    m,
-		queue:      make(chan submission, cfg.PrefetchQueue),
+		queue:      make(chan planner.Result, cfg.PrefetchQueue),
 		workerStop: make(chan struct{}),
 		workerDone: make(chan struct{}),
 	}
@@ -264,7 +260,7 @@ func (s *Server) startWorker() {
 					return
 				case sub := <-s.queue:
 					if s.deps.Prefetcher != nil {
-						s.deps.Prefetcher.Submit(sub.intent, sub.plan, sub.source)
+						s.deps.Prefetcher.Submit(sub)
 					}
 				}
 			}
@@ -278,7 +274,7 @@ func (s *Server) submit(res planner.Result) {
 		return
 	}
 	select {
-	case s.queue <- submission{intent: res.Intent, plan: res.Plan, source: res.Source}:
+	case s.queue <- res:
 	default:
 		s.metrics.prefetchDropped.Inc()
 		s.log.Warn("prefetch queue full, plan not prefetched", "plan_id", res.Plan.PlanID)

@@ -58,6 +58,12 @@ type Config struct {
 	PrefetchMaxKeys     int
 	PrefetchMaxBytes    int64
 	PrefetchDeadline    time.Duration
+	// PrefetchSplitBytes and PrefetchSplitParts: an object over
+	// PrefetchSplitBytes is downloaded over up to PrefetchSplitParts
+	// connections (ranged GETs), taken from idle prefetch lanes; 1 part
+	// turns it off.
+	PrefetchSplitBytes int64
+	PrefetchSplitParts int
 	// PrefetchOnPlan starts prefetching every execute plan the planner
 	// surface answers.
 	PrefetchOnPlan bool
@@ -71,6 +77,10 @@ type Config struct {
 
 	LogLevel        slog.Level
 	ShutdownTimeout time.Duration
+	// MemoryLimit is the ceiling of the Go runtime's soft memory limit:
+	// the limit is the lower of it and 80% of the container's cgroup
+	// limit; 0 leaves only the cgroup's. GOMEMLIMIT, when set, wins.
+	MemoryLimit int64
 	// ClockOffset is a fault-injection and diagnostic setting: the
 	// sidecar's clock reads the host's plus this (negative is behind). The
 	// sidecar's own checks and records use it (SigV4 request dates, plan
@@ -155,6 +165,8 @@ func Parse(cmd string, args []string, lookupEnv func(string) (string, bool), out
 	f.integer(&c.PrefetchMaxKeys, "prefetch-max-keys", "KACHE_SIDECAR_PREFETCH_MAX_KEYS", 2000, "keys per plan; 0 means no limit")
 	f.size(&c.PrefetchMaxBytes, "prefetch-max-bytes", "KACHE_SIDECAR_PREFETCH_MAX_BYTES", 2<<30, "hard cap on bytes received per plan; 0 means no limit")
 	f.dur(&c.PrefetchDeadline, "prefetch-deadline", "KACHE_SIDECAR_PREFETCH_DEADLINE", 300*time.Second, "no new download starts this long after a plan; 0 means none")
+	f.size(&c.PrefetchSplitBytes, "prefetch-split-bytes", "KACHE_SIDECAR_PREFETCH_SPLIT_BYTES", 4<<20, "objects larger than this are downloaded over several connections (ranged GETs of one version)")
+	f.integer(&c.PrefetchSplitParts, "prefetch-split-parts", "KACHE_SIDECAR_PREFETCH_SPLIT_PARTS", 4, "connections per split download, taken from idle prefetch lanes; 1 turns splitting off")
 	f.boolean(&c.PrefetchOnPlan, "prefetch-on-plan", "KACHE_SIDECAR_PREFETCH_ON_PLAN", true, "prefetch every execute plan the planner surface answers")
 	f.str(&c.Repository, "repository", "KACHE_SIDECAR_REPOSITORY", "", "repository sent to central (default from the CI environment)")
 	f.str(&c.Ref, "ref", "KACHE_SIDECAR_REF", "", "git ref sent to central (default from the CI environment)")
@@ -165,6 +177,7 @@ func Parse(cmd string, args []string, lookupEnv func(string) (string, bool), out
 	var level string
 	f.str(&level, "log-level", "KACHE_SIDECAR_LOG_LEVEL", "info", "debug, info, warn or error")
 	f.dur(&c.ShutdownTimeout, "shutdown-timeout", "KACHE_SIDECAR_SHUTDOWN_TIMEOUT", 10*time.Second, "graceful shutdown budget")
+	f.size(&c.MemoryLimit, "memory-limit", "KACHE_SIDECAR_MEMORY_LIMIT", DefaultMemoryLimit, "soft memory limit of the Go runtime (the collector works harder near it), lowered to 80% of the container's cgroup limit if that is lower; 0 means only the cgroup's; GOMEMLIMIT wins")
 	f.dur(&c.ClockOffset, "clock-offset", "KACHE_SIDECAR_CLOCK_OFFSET", 0, "fault injection and diagnostics: the sidecar's clock reads the host's plus this, e.g. 10m or -10m (SigV4 checks, plan ids, reported times; the bucket's requests stay on the host's clock)")
 	if cmd == "warm" {
 		f.fs.StringVar(&c.Workspace, "workspace", ".", "Cargo workspace root (the directory holding Cargo.lock)")
@@ -276,11 +289,20 @@ func (c Config) Validate() error {
 	if c.StoreDir == "" {
 		errs = append(errs, errors.New("--store-dir is empty"))
 	}
+	if c.MemoryLimit != 0 && c.MemoryLimit < 16<<20 {
+		errs = append(errs, fmt.Errorf("--memory-limit %d: want 0 (none) or at least 16MiB", c.MemoryLimit))
+	}
 	if c.StoreMaxBytes < 0 || c.PrefetchMaxBytes < 0 || c.PrefetchMaxKeys < 0 {
 		errs = append(errs, errors.New("budgets must not be negative"))
 	}
 	if c.PrefetchConcurrency < 1 || c.PrefetchConcurrency > 256 {
 		errs = append(errs, fmt.Errorf("--prefetch-concurrency %d: want 1-256", c.PrefetchConcurrency))
+	}
+	if c.PrefetchSplitBytes < 1<<20 {
+		errs = append(errs, fmt.Errorf("--prefetch-split-bytes %d: want at least 1MiB", c.PrefetchSplitBytes))
+	}
+	if c.PrefetchSplitParts < 1 || c.PrefetchSplitParts > 16 {
+		errs = append(errs, fmt.Errorf("--prefetch-split-parts %d: want 1-16", c.PrefetchSplitParts))
 	}
 	if c.PlanDeadline < 10*time.Millisecond || c.PlanDeadline > 700*time.Millisecond {
 		errs = append(errs, fmt.Errorf("--plan-deadline %s: want 10ms-700ms (kache gives up at 750ms)", c.PlanDeadline))
@@ -295,6 +317,11 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// DefaultMemoryLimit is --memory-limit's default: the sidecar shares its
+// runner with the build, and a fleet's load through one sidecar (issue
+// 12) keeps its live heap well under it.
+const DefaultMemoryLimit = 96 << 20
 
 // MaxClockOffset bounds --clock-offset (exclusive).
 const MaxClockOffset = 24 * time.Hour

@@ -88,11 +88,18 @@ func TestValidate(t *testing.T) {
 		{"bad prefix", func(c *Config) { c.S3Prefix = "a/../b" }, "s3-prefix"},
 		{"deadline over kache's budget", func(c *Config) { c.PlanDeadline = time.Second }, "plan-deadline"},
 		{"no concurrency", func(c *Config) { c.PrefetchConcurrency = 0 }, "prefetch-concurrency"},
+		{"split off", func(c *Config) { c.PrefetchSplitParts = 1 }, ""},
+		{"no split parts", func(c *Config) { c.PrefetchSplitParts = 0 }, "prefetch-split-parts"},
+		{"too many split parts", func(c *Config) { c.PrefetchSplitParts = 17 }, "prefetch-split-parts"},
+		{"split below 1 MiB", func(c *Config) { c.PrefetchSplitBytes = 512 << 10 }, "prefetch-split-bytes"},
 		{"bad address", func(c *Config) { c.S3Listen = "7071" }, "s3-listen"},
 		{"clock 10 minutes behind", func(c *Config) { c.ClockOffset = -10 * time.Minute }, ""},
 		{"clock almost a day ahead", func(c *Config) { c.ClockOffset = 24*time.Hour - time.Second }, ""},
 		{"clock a day ahead", func(c *Config) { c.ClockOffset = 24 * time.Hour }, "clock-offset"},
 		{"clock a day behind", func(c *Config) { c.ClockOffset = -24 * time.Hour }, "clock-offset"},
+		{"no memory limit", func(c *Config) { c.MemoryLimit = 0 }, ""},
+		{"memory limit too low", func(c *Config) { c.MemoryLimit = 8 << 20 }, "memory-limit"},
+		{"negative memory limit", func(c *Config) { c.MemoryLimit = -1 }, "memory-limit"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

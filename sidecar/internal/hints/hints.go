@@ -32,6 +32,9 @@ type Hint struct {
 	StoredAt time.Time
 	// Source names where the plan came from, e.g. "central".
 	Source string
+	// Version is set by Get: the version of the key's hint it read (see
+	// Store.Version). Put ignores it.
+	Version uint64
 }
 
 // Options bound and tune the cache.
@@ -75,6 +78,15 @@ type Store struct {
 	bytes   int64
 	// recovered is set when the database was repaired at open.
 	recovered bool
+
+	// versions holds the version of every stored hint, so that what a
+	// caller derived from a hint (a decoded plan) can be checked without
+	// reading the hint again. vmu is held for reading across Get, and for
+	// writing across every write of hints and the update of versions, so
+	// that Get returns a value with its own version.
+	vmu         sync.RWMutex
+	versions    map[Key]uint64
+	lastVersion uint64
 }
 
 // leveldbOptions are used both to open and to recover, as goleveldb requires.
@@ -128,7 +140,7 @@ func OpenStorage(stor storage.Storage, o Options) (*Store, error) {
 }
 
 func newStore(db *leveldb.DB, o Options, recovered bool) (*Store, error) {
-	s := &Store{db: db, opts: o, log: o.Logger, recovered: recovered}
+	s := &Store{db: db, opts: o, log: o.Logger, recovered: recovered, versions: map[Key]uint64{}}
 	if err := s.init(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -158,6 +170,10 @@ func (s *Store) init() error {
 	for it.Next() {
 		s.entries++
 		s.bytes += int64(len(it.Key()) + len(it.Value()))
+		if k, ok := keyOfHintKey(it.Key()); ok {
+			s.lastVersion++
+			s.versions[k] = s.lastVersion
+		}
 	}
 	if err := it.Error(); err != nil {
 		return fmt.Errorf("count hints: %w", err)
@@ -193,8 +209,10 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// Get returns the hint stored for k, or ErrNotFound.
+// Get returns the hint stored for k, with its version, or ErrNotFound.
 func (s *Store) Get(k Key) (Hint, error) {
+	s.vmu.RLock()
+	defer s.vmu.RUnlock()
 	v, err := s.db.Get(hintKey(k), nil)
 	if errors.Is(err, leveldb.ErrNotFound) {
 		return Hint{}, ErrNotFound
@@ -202,7 +220,39 @@ func (s *Store) Get(k Key) (Hint, error) {
 	if err != nil {
 		return Hint{}, fmt.Errorf("read hint: %w", err)
 	}
-	return decodeValue(v)
+	h, err := decodeValue(v)
+	h.Version = s.versions[k]
+	return h, err
+}
+
+// Version returns the version of the hint stored for k without reading it,
+// or false when none is stored. A version is never 0 and changes whenever
+// k's hint is replaced (or removed and stored again): while it is the one
+// a caller saw with Get, the hint is the one Get returned. It costs a map
+// lookup, so a caller may keep the decoded plan and check it on every use.
+func (s *Store) Version(k Key) (uint64, bool) {
+	s.vmu.RLock()
+	defer s.vmu.RUnlock()
+	v, ok := s.versions[k]
+	return v, ok
+}
+
+// write applies batch and then, under the same lock, updates versions:
+// stored gets a new version (unless it is nil) and removed lose theirs.
+func (s *Store) write(batch *leveldb.Batch, wo *opt.WriteOptions, stored *Key, removed []Key) error {
+	s.vmu.Lock()
+	defer s.vmu.Unlock()
+	if err := s.db.Write(batch, wo); err != nil {
+		return err
+	}
+	for _, k := range removed {
+		delete(s.versions, k)
+	}
+	if stored != nil {
+		s.lastVersion++
+		s.versions[*stored] = s.lastVersion
+	}
+	return nil
 }
 
 // Put stores h for k, replacing any older hint, and evicts the oldest hints
@@ -219,6 +269,8 @@ func (s *Store) Put(k Key, h Hint) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var batch leveldb.Batch
+	var stored *Key
+	removed := []Key{k}
 	entries, used := s.entries, s.bytes
 	old, err := s.db.Get(hk, nil)
 	switch {
@@ -238,11 +290,12 @@ func (s *Store) Put(k Key, h Hint) error {
 		batch.Put(timeKey(h.StoredAt, k), nil)
 		entries++
 		used += size
+		stored, removed = &k, nil
 	}
 	if batch.Len() == 0 {
 		return nil
 	}
-	if err := s.db.Write(&batch, &opt.WriteOptions{Sync: s.opts.Sync}); err != nil {
+	if err := s.write(&batch, &opt.WriteOptions{Sync: s.opts.Sync}, stored, removed); err != nil {
 		return fmt.Errorf("write hint: %w", err)
 	}
 	s.entries, s.bytes = entries, used
@@ -263,6 +316,7 @@ func (s *Store) evictLocked() error {
 	entries, used := s.entries, s.bytes
 	// Deletes wait in the batch, so a hint evicted here is still readable.
 	evicted := map[Key]bool{}
+	var removed []Key
 	for (entries > s.opts.MaxEntries || used > s.opts.MaxBytes) && it.Next() {
 		batch.Delete(it.Key())
 		k, ok := keyOfTimeKey(it.Key())
@@ -282,6 +336,7 @@ func (s *Store) evictLocked() error {
 			continue
 		}
 		evicted[k] = true
+		removed = append(removed, k)
 		batch.Delete(hk)
 		entries--
 		used -= int64(len(hk) + len(v))
@@ -289,7 +344,7 @@ func (s *Store) evictLocked() error {
 	if err := it.Error(); err != nil {
 		return fmt.Errorf("evict hints: %w", err)
 	}
-	if err := s.db.Write(&batch, nil); err != nil {
+	if err := s.write(&batch, nil, nil, removed); err != nil {
 		return fmt.Errorf("evict hints: %w", err)
 	}
 	s.entries, s.bytes = entries, used

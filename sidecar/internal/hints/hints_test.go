@@ -417,3 +417,98 @@ func TestOversizedHintDeletesPrevious(t *testing.T) {
 		t.Error("time record of the deleted hint kept")
 	}
 }
+
+// TestVersions: a key's version changes with every write of its hint (the
+// same StoredAt too), goes with the hint, and matches what Get read, so a
+// caller holding a decoded plan can tell it is still current.
+func TestVersions(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	plan := bytes.Repeat([]byte("x"), 400)
+	type step struct {
+		put  byte // key to put (0: none)
+		size int  // plan bytes; over the bound removes the hint
+		// want: per key, whether it has a version after the step and
+		// whether the version changed in it.
+		present map[byte]bool
+		changed map[byte]bool
+	}
+	tests := []struct {
+		name  string
+		opts  Options
+		steps []step
+	}{
+		{name: "new hint, replaced at the same time, another key", steps: []step{
+			{put: 1, size: 10, present: map[byte]bool{1: true, 2: false}, changed: map[byte]bool{1: true}},
+			{put: 1, size: 10, present: map[byte]bool{1: true}, changed: map[byte]bool{1: true}},
+			{put: 2, size: 10, present: map[byte]bool{1: true, 2: true}, changed: map[byte]bool{1: false, 2: true}},
+		}},
+		{name: "oversized replacement removes it", opts: Options{MaxBytes: 200}, steps: []step{
+			{put: 1, size: 10, present: map[byte]bool{1: true}, changed: map[byte]bool{1: true}},
+			{put: 1, size: 300, present: map[byte]bool{1: false}, changed: map[byte]bool{1: true}},
+			{put: 1, size: 10, present: map[byte]bool{1: true}, changed: map[byte]bool{1: true}},
+		}},
+		{name: "eviction removes it", opts: Options{MaxEntries: 1}, steps: []step{
+			{put: 1, size: 10, present: map[byte]bool{1: true}},
+			{put: 2, size: 10, present: map[byte]bool{1: false, 2: true}, changed: map[byte]bool{1: true, 2: true}},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := openMem(t, tt.opts)
+			last := map[byte]uint64{}
+			for i, st := range tt.steps {
+				if err := s.Put(keyN(st.put), Hint{Plan: plan[:st.size], StoredAt: t0}); err != nil {
+					t.Fatal(err)
+				}
+				for k, want := range st.present {
+					v, ok := s.Version(keyN(k))
+					if ok != want || ok && v == 0 {
+						t.Errorf("step %d: Version(%d) = %d, %v, want present %v", i, k, v, ok, want)
+					}
+					if changed, check := st.changed[k]; check && (v != last[k]) != changed {
+						t.Errorf("step %d: key %d version %d after %d, want changed %v", i, k, v, last[k], changed)
+					}
+					if ok {
+						h, err := s.Get(keyN(k))
+						if err != nil || h.Version != v {
+							t.Errorf("step %d: Get(%d) version %d, %v; Version says %d", i, k, h.Version, err, v)
+						}
+					}
+					last[k] = v
+				}
+			}
+		})
+	}
+}
+
+func TestVersionsAfterReopen(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := s.Put(keyN(byte(i)), Hint{Plan: []byte("plan"), StoredAt: time.Unix(int64(i), 0)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	seen := map[uint64]bool{}
+	for i := range 3 {
+		v, ok := s.Version(keyN(byte(i)))
+		if !ok || v == 0 || seen[v] {
+			t.Errorf("Version(%d) after reopen = %d, %v; want a distinct version", i, v, ok)
+		}
+		seen[v] = true
+	}
+	if _, ok := s.Version(keyN(7)); ok {
+		t.Error("Version of a key never stored is present")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/zeebo/blake3"
@@ -40,11 +41,18 @@ const keyVersion = "kache-sidecar/hint-key/v2"
 // labels. A new commit of the same Cargo.lock must hit the same hint; that
 // is the whole point of the cache.
 func KeyOf(in *wire.BuildIntent) Key {
-	var b []byte
-	b = appendString(b, keyVersion)
+	buf := keyBufs.Get().(*[]byte)
+	defer keyBufs.Put(buf)
+	b := appendString((*buf)[:0], keyVersion)
 	b = appendStrings(b, in.CrateNames)
-	return Key(blake3.Sum256(appendIntent(b, in)))
+	b = appendIntent(b, in)
+	*buf = b
+	return Key(blake3.Sum256(b))
 }
+
+// keyBufs holds the buffers keys are encoded into before hashing: every
+// plan request derives a key per profile, of intents of hundreds of crates.
+var keyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
 // jobKeyVersion versions JobKeyOf's inputs, as keyVersion does KeyOf's.
 const jobKeyVersion = "kache-sidecar/job-hint-key/v1"
@@ -58,8 +66,12 @@ const jobKeyVersion = "kache-sidecar/job-hint-key/v1"
 // what the workspace builds. The plan served is put in the requester's
 // demand order by the planner.
 func JobKeyOf(in *wire.BuildIntent) Key {
-	b := appendString(nil, jobKeyVersion)
-	return Key(blake3.Sum256(appendIntent(b, in)))
+	buf := keyBufs.Get().(*[]byte)
+	defer keyBufs.Put(buf)
+	b := appendString((*buf)[:0], jobKeyVersion)
+	b = appendIntent(b, in)
+	*buf = b
+	return Key(blake3.Sum256(b))
 }
 
 // appendIntent encodes everything KeyOf hashes after the crate names.
@@ -70,13 +82,12 @@ func appendIntent(b []byte, in *wire.BuildIntent) []byte {
 		b = append(b, 1)
 		b = appendString(b, *in.Namespace)
 	}
-	deps := slices.Clone(in.CargoLockDeps)
-	slices.SortFunc(deps, func(x, y wire.LockDep) int {
-		if c := strings.Compare(x.Name, y.Name); c != 0 {
-			return c
-		}
-		return strings.Compare(x.Version, y.Version)
-	})
+	// kache sends its lock deps sorted: a copy is sorted only otherwise.
+	deps := in.CargoLockDeps
+	if !slices.IsSortedFunc(deps, compareDeps) {
+		deps = slices.Clone(deps)
+		slices.SortFunc(deps, compareDeps)
+	}
 	b = binary.BigEndian.AppendUint32(b, uint32(len(deps)))
 	for _, d := range deps {
 		b = appendString(b, d.Name)
@@ -85,8 +96,11 @@ func appendIntent(b []byte, in *wire.BuildIntent) []byte {
 	b = appendString(b, in.Target)
 	b = appendString(b, in.Profile)
 	b = appendString(b, in.Toolchain)
-	features := slices.Clone(in.Features)
-	slices.Sort(features)
+	features := in.Features
+	if !slices.IsSorted(features) {
+		features = slices.Clone(features)
+		slices.Sort(features)
+	}
 	b = appendStrings(b, features)
 	var maxKeys, maxBytes uint64
 	if in.Budget != nil {
@@ -99,6 +113,13 @@ func appendIntent(b []byte, in *wire.BuildIntent) []byte {
 		repo = in.Runner.Repository
 	}
 	return appendString(b, repo)
+}
+
+func compareDeps(x, y wire.LockDep) int {
+	if c := strings.Compare(x.Name, y.Name); c != 0 {
+		return c
+	}
+	return strings.Compare(x.Version, y.Version)
 }
 
 func appendString(b []byte, s string) []byte {
@@ -139,6 +160,16 @@ func timeKey(at time.Time, k Key) []byte {
 	b = append(b, prefixTime)
 	b = binary.BigEndian.AppendUint64(b, uint64(max(at.UnixNano(), 0)))
 	return append(b, k[:]...)
+}
+
+// keyOfHintKey returns the key of an 'h' record.
+func keyOfHintKey(b []byte) (Key, bool) {
+	var k Key
+	if len(b) != 1+len(k) || b[0] != prefixHint {
+		return k, false
+	}
+	copy(k[:], b[1:])
+	return k, true
 }
 
 // keyOfTimeKey returns the hint key a 't' record points at.

@@ -23,8 +23,8 @@ import (
 // profile's plan. Without such a read within RevealWait, the answer holds
 // every profile's keys, as an unsplit plan would.
 
-// splits says whether in is planned per profile.
-func (p *Planner) splits(in *wire.BuildIntent) bool {
+// splitsIntent says whether in is planned per profile.
+func (p *Planner) splitsIntent(in *wire.BuildIntent) bool {
 	return p.cfg.ObservesReads && len(p.cfg.Profiles) > 1 && in.Profile == "" && in.Namespace == nil
 }
 
@@ -51,37 +51,47 @@ func (p *Planner) planSplit(ctx context.Context, in *wire.BuildIntent, keyOf fun
 	}
 	wg.Wait()
 
-	fams := make(map[string]familySet)
-	first := -1
-	for i := range results {
-		r := &results[i]
-		if r.Plan.Disposition != wire.Execute || len(r.Plan.Candidates) == 0 {
-			continue
-		}
-		if first < 0 {
-			first = i
-		}
-		for _, c := range r.Plan.Candidates {
-			fams[c.CacheKey] |= 1 << i
-		}
+	// Answers served from the same versions of the same hints merge the
+	// same way: that work is done once.
+	memoKey, memoable := splitKey(results)
+	var a *splitAnswer
+	if memoable {
+		p.decodedMu.Lock()
+		a = p.splits[memoKey]
+		p.decodedMu.Unlock()
 	}
-	if first < 0 {
-		return results[0]
+	if a == nil {
+		if a = mergeSplit(results); a == nil {
+			return results[0]
+		}
+		if memoable {
+			a.fingerprint = memoKey
+			p.decodedMu.Lock()
+			dropOneIfFull(p.splits, memoKey)
+			p.splits[memoKey] = a
+			p.decodedMu.Unlock()
+		}
 	}
 	all := familySet(1)<<len(profiles) - 1
 	// When every key is in every profile's plan (central knows no key's
 	// profile), no read can tell the profile: answer without waiting.
 	var chosen familySet
-	if revealable(fams, all) {
-		chosen = p.awaitReveal(ctx, fams, all)
+	if a.revealable {
+		chosen = p.awaitReveal(ctx, a.fams, all)
 	}
-	if chosen == 0 {
-		chosen = all
+	if chosen == 0 || chosen == all {
+		res := results[a.first]
+		res.Plan = a.plan
+		if memoable {
+			res.Tail, res.Fingerprint = a.tail.get(&a.plan), a.fingerprint
+		}
+		p.log.Debug("split plan", "profiles", len(profiles), "revealed", false, "candidates", len(a.plan.Candidates))
+		return res
 	}
 	// The answer is the chosen profiles' plans, merged in their order.
 	res := Result{}
 	var merged []wire.PrefetchCandidate
-	seen := make(map[string]bool, len(fams))
+	seen := make(map[string]bool, len(a.fams))
 	for i := range results {
 		r := &results[i]
 		if chosen&(1<<i) == 0 || r.Plan.Disposition != wire.Execute {
@@ -99,8 +109,68 @@ func (p *Planner) planSplit(ctx context.Context, in *wire.BuildIntent, keyOf fun
 	}
 	compose.SortForDispatch(merged)
 	res.Plan.Candidates = merged
-	p.log.Debug("split plan", "profiles", len(profiles), "revealed", chosen != all, "candidates", len(merged))
+	p.log.Debug("split plan", "profiles", len(profiles), "revealed", true, "candidates", len(merged))
 	return res
+}
+
+// splitAnswer is what a split plan's answer is made of, given the plans of
+// its profiles; shared, read-only, by the answers of the same hint
+// versions.
+type splitAnswer struct {
+	// fams says which profiles' plans hold each key.
+	fams       map[string]familySet
+	revealable bool
+	// first is the first profile with an execute plan; plan is its plan
+	// with every profile's candidates, merged in dispatch order.
+	first       int
+	plan        wire.PrefetchPlan
+	fingerprint string
+	tail        encodedTail
+}
+
+// splitKey is the memo key of results when every one was served from a
+// decoded hint of a versioned cache: the hints' keys and versions.
+func splitKey(results []Result) (string, bool) {
+	var b []byte
+	for i := range results {
+		d := results[i].hint
+		if d == nil || d.version == 0 {
+			return "", false
+		}
+		b = appendVersion(b, d)
+	}
+	return string(b), true
+}
+
+// mergeSplit merges the execute plans of results; nil when none is.
+func mergeSplit(results []Result) *splitAnswer {
+	a := &splitAnswer{fams: make(map[string]familySet), first: -1}
+	var merged []wire.PrefetchCandidate
+	for i := range results {
+		r := &results[i]
+		if r.Plan.Disposition != wire.Execute || len(r.Plan.Candidates) == 0 {
+			continue
+		}
+		if a.first < 0 {
+			a.first = i
+		}
+		for _, c := range r.Plan.Candidates {
+			f, seen := a.fams[c.CacheKey]
+			if !seen {
+				merged = append(merged, c)
+			}
+			a.fams[c.CacheKey] = f | 1<<i
+		}
+	}
+	if a.first < 0 {
+		return nil
+	}
+	all := familySet(1)<<len(results) - 1
+	a.revealable = revealable(a.fams, all)
+	compose.SortForDispatch(merged)
+	a.plan = results[a.first].Plan
+	a.plan.Candidates = merged
+	return a
 }
 
 // revealable says whether some key is in some but not all families' plans,

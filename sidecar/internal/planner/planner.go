@@ -7,6 +7,7 @@ package planner
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -44,12 +45,32 @@ type Result struct {
 	// Intent is the intent as planned: the caller's, with the runner
 	// context and target added. The prefetch engine reads its runner.
 	Intent *wire.BuildIntent
+	// Tail, when set, is Plan's JSON after its disposition
+	// (wire.PrefetchPlan.AppendTail), encoded once for every answer served
+	// from the same versions of the same hints.
+	Tail []byte
+	// Fingerprint, when set, names the answer's candidates: answers with
+	// the same Fingerprint have the same candidates in the same order
+	// (they were served from the same versions of the same hints). Empty
+	// for answers planned afresh.
+	Fingerprint string
+
+	// hint is the decoded hint served unchanged, for planSplit.
+	hint *decodedHint
 }
+
+// Answers served from hints share the decoded plan: Result.Plan.Candidates,
+// Result.Tail and everything they point at are read-only.
 
 // Hints is the hint cache (hints.Store).
 type Hints interface {
 	// Get returns hints.ErrNotFound when nothing is stored.
 	Get(k hints.Key) (hints.Hint, error)
+	// Version is the version of k's stored hint (the Hint.Version Get
+	// returns while it is stored), false when none is; it is checked on
+	// every use of a decoded hint instead of reading the hint again. An
+	// implementation without versions returns false; Get then decides.
+	Version(k hints.Key) (uint64, bool)
 	Put(k hints.Key, h hints.Hint) error
 }
 
@@ -192,21 +213,56 @@ type Planner struct {
 	// decoded memoizes decoded hints: decoding a plan of hundreds of
 	// candidates costs milliseconds, and every job of a pipeline asks for
 	// the same one. An entry is valid while the stored hint has the same
-	// StoredAt.
+	// version (Hints.Version), or, from a cache without versions, the same
+	// StoredAt. splits memoizes the merged answers of split plans served
+	// from decoded hints, by the hints' keys and versions.
 	decodedMu sync.Mutex
-	decoded   map[hints.Key]decodedHint
+	decoded   map[hints.Key]*decodedHint
+	splits    map[string]*splitAnswer
 
 	// reads are the build's recent reads (ObserveRead), which tell split
 	// plans the build's profile.
 	reads reads
 }
 
+// decodedHint is one version of a stored hint, decoded once and shared,
+// read-only, by every answer it serves.
 type decodedHint struct {
+	key      hints.Key
+	version  uint64 // 0: the cache has no versions
 	storedAt time.Time
 	plan     wire.PrefetchPlan
+	// fingerprint is Result.Fingerprint of answers served from it.
+	fingerprint string
+	tail        encodedTail
 }
 
-// maxDecoded bounds the memo of decoded hints.
+// current says whether h, just read, is the hint d was decoded from.
+func (d *decodedHint) current(h hints.Hint) bool {
+	if d.version != 0 || h.Version != 0 {
+		return d.version == h.Version
+	}
+	return d.storedAt.Equal(h.StoredAt)
+}
+
+// encodedTail is a plan's JSON tail, encoded on first use.
+type encodedTail struct {
+	once sync.Once
+	b    []byte
+}
+
+// get encodes plan's tail once; nil if it does not encode (the answer is
+// then encoded in full).
+func (e *encodedTail) get(plan *wire.PrefetchPlan) []byte {
+	e.once.Do(func() {
+		if b, err := plan.AppendTail(nil); err == nil {
+			e.b = b
+		}
+	})
+	return e.b
+}
+
+// maxDecoded bounds the memos of decoded hints and of split answers.
 const maxDecoded = 64
 
 // New builds the chain. Background refreshes start on demand once New
@@ -230,7 +286,8 @@ func New(cfg Config, deps Deps) (*Planner, error) {
 		base:       base,
 		cancel:     cancel,
 		refreshing: make(map[hints.Key]bool),
-		decoded:    make(map[hints.Key]decodedHint),
+		decoded:    make(map[hints.Key]*decodedHint),
+		splits:     make(map[string]*splitAnswer),
 		reads:      reads{signal: make(chan struct{})},
 	}, nil
 }
@@ -300,12 +357,15 @@ func (p *Planner) Plan(ctx context.Context, intent *wire.BuildIntent) Result {
 		keyOf, adapt = hints.JobKeyOf, true
 	}
 	var res Result
-	if p.splits(in) {
+	if p.splitsIntent(in) {
 		res = p.planSplit(ctx, in, keyOf, adapt)
 	} else {
 		res = p.plan(ctx, in, keyOf(in), adapt)
+		if d := res.hint; d != nil {
+			res.Tail, res.Fingerprint = d.tail.get(&d.plan), d.fingerprint
+		}
 	}
-	res.Intent = in
+	res.Intent, res.hint = in, nil
 	return res
 }
 
@@ -313,16 +373,26 @@ func (p *Planner) Plan(ctx context.Context, intent *wire.BuildIntent) Result {
 // have been planned for other crate names (a job's hint, keyed without
 // them): a hint served is put in in's demand order.
 func (p *Planner) plan(ctx context.Context, in *wire.BuildIntent, key hints.Key, adapt bool) Result {
-	hint, hintPlan, hintOK := p.loadHint(key)
-	if hintOK && adapt {
-		hintPlan = inDemandOrder(hintPlan, in)
+	var (
+		hintPlan wire.PrefetchPlan
+		served   *decodedHint // the hint served as decoded
+		age      time.Duration
+	)
+	d, hintOK := p.loadHint(key)
+	if hintOK {
+		hintPlan, served = d.plan, d
+		if adapt {
+			// The decoded candidates are shared: reorder a copy.
+			hintPlan.Candidates = slices.Clone(hintPlan.Candidates)
+			hintPlan, served = inDemandOrder(hintPlan, in), nil
+		}
+		age = max(p.deps.Now().Sub(d.storedAt), 0)
 	}
-	age := max(p.deps.Now().Sub(hint.StoredAt), 0)
 	if hintOK && age < p.cfg.FreshFor {
 		if age >= p.cfg.RefreshAfter {
 			p.refresh(key, in)
 		}
-		return Result{Plan: hintPlan, Source: SourceHint, HintAge: age}
+		return Result{Plan: hintPlan, Source: SourceHint, HintAge: age, hint: served}
 	}
 	stale := hintOK && age < p.cfg.StaleFor
 
@@ -383,7 +453,7 @@ func (p *Planner) plan(ctx context.Context, in *wire.BuildIntent, key hints.Key,
 	}
 	startBucket()
 	if stale {
-		return Result{Plan: hintPlan, Source: SourceStaleHint, HintAge: age}
+		return Result{Plan: hintPlan, Source: SourceStaleHint, HintAge: age, hint: served}
 	}
 	if bucketCh != nil {
 		select {
@@ -441,56 +511,64 @@ func (p *Planner) enrich(intent *wire.BuildIntent) (_ *wire.BuildIntent, job boo
 	return &in, job
 }
 
-// loadHint reads and decodes the hint for key. A hint that does not decode
-// as a kache client would decode it is treated as absent.
-func (p *Planner) loadHint(key hints.Key) (hints.Hint, wire.PrefetchPlan, bool) {
+// loadHint returns the decoded hint for key: the one decoded before while
+// it is still the stored version, else the stored hint, read and decoded.
+// A hint that does not decode as a kache client would decode it is treated
+// as absent.
+func (p *Planner) loadHint(key hints.Key) (*decodedHint, bool) {
 	if p.deps.Hints == nil {
-		return hints.Hint{}, wire.PrefetchPlan{}, false
+		return nil, false
+	}
+	p.decodedMu.Lock()
+	d := p.decoded[key]
+	p.decodedMu.Unlock()
+	if d != nil && d.version != 0 {
+		if v, ok := p.deps.Hints.Version(key); ok && v == d.version {
+			return d, true
+		}
 	}
 	h, err := p.deps.Hints.Get(key)
 	if err != nil {
 		if !errors.Is(err, hints.ErrNotFound) {
 			p.log.Warn("read hint", "key", key, "error", err)
 		}
-		return hints.Hint{}, wire.PrefetchPlan{}, false
+		return nil, false
 	}
-	if plan, ok := p.memoized(key, h.StoredAt); ok {
-		return h, plan, true
+	if d != nil && d.current(h) {
+		return d, true
 	}
 	plan, err := wire.DecodePlan(h.Plan)
 	if err != nil || plan.Disposition != wire.Execute || len(plan.Candidates) == 0 {
 		p.log.Warn("ignore unusable hint", "key", key, "error", err)
-		return hints.Hint{}, wire.PrefetchPlan{}, false
+		return nil, false
 	}
-	p.memoize(key, h.StoredAt, plan)
-	return h, plan, true
-}
-
-// memoized returns the decoded plan of the hint stored at storedAt, with its
-// own candidate slice so that callers never share one.
-func (p *Planner) memoized(key hints.Key, storedAt time.Time) (wire.PrefetchPlan, bool) {
-	p.decodedMu.Lock()
-	d, ok := p.decoded[key]
-	p.decodedMu.Unlock()
-	if !ok || !d.storedAt.Equal(storedAt) {
-		return wire.PrefetchPlan{}, false
+	d = &decodedHint{key: key, version: h.Version, storedAt: h.StoredAt, plan: plan}
+	if d.version != 0 {
+		d.fingerprint = string(appendVersion(nil, d))
 	}
-	plan := d.plan
-	plan.Candidates = slices.Clone(d.plan.Candidates)
-	return plan, true
-}
-
-func (p *Planner) memoize(key hints.Key, storedAt time.Time, plan wire.PrefetchPlan) {
-	plan.Candidates = slices.Clone(plan.Candidates)
 	p.decodedMu.Lock()
 	defer p.decodedMu.Unlock()
-	if _, ok := p.decoded[key]; !ok && len(p.decoded) >= maxDecoded {
-		for k := range p.decoded { // drop an arbitrary entry
-			delete(p.decoded, k)
-			break
-		}
+	dropOneIfFull(p.decoded, key)
+	p.decoded[key] = d
+	return d, true
+}
+
+// appendVersion appends what identifies d's version, its key and version
+// (which a cache without versions does not have: see decodedHint.version).
+func appendVersion(b []byte, d *decodedHint) []byte {
+	b = append(b, d.key[:]...)
+	return binary.BigEndian.AppendUint64(b, d.version)
+}
+
+// dropOneIfFull makes room in a memo for key when it is full.
+func dropOneIfFull[K comparable, V any](m map[K]V, key K) {
+	if _, ok := m[key]; ok || len(m) < maxDecoded {
+		return
 	}
-	p.decoded[key] = decodedHint{storedAt: storedAt, plan: plan}
+	for k := range m { // drop an arbitrary entry
+		delete(m, k)
+		return
+	}
 }
 
 // storeHint keeps an execute plan from central, off the answer path.

@@ -56,6 +56,10 @@ func (f *fakeHints) Get(k hints.Key) (hints.Hint, error) {
 	return h, nil
 }
 
+// Version: the fake keeps none, so the planner reads the hint every time
+// (tests write f.m directly).
+func (f *fakeHints) Version(hints.Key) (uint64, bool) { return 0, false }
+
 func (f *fakeHints) Put(k hints.Key, h hints.Hint) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -474,11 +478,14 @@ func TestDecodedHintMemo(t *testing.T) {
 	p := newPlanner(t, Config{}, Deps{Hints: fh, Now: clk.Now})
 
 	first := p.Plan(context.Background(), in)
-	// A caller scribbling on its answer must not change the next one.
-	first.Plan.Candidates[0].CacheKey = "scribbled"
+	// Answers of one decoded hint share its candidates (read-only) and
+	// its encoded tail.
 	second := p.Plan(context.Background(), in)
-	if second.Plan.Candidates[0].CacheKey != key(1) {
-		t.Errorf("second answer = %q, want the stored key", second.Plan.Candidates[0].CacheKey)
+	if second.Plan.Candidates[0].CacheKey != key(1) || &second.Plan.Candidates[0] != &first.Plan.Candidates[0] {
+		t.Errorf("second answer = %q, want the stored key, decoded once", second.Plan.Candidates[0].CacheKey)
+	}
+	if second.Tail == nil || &second.Tail[0] != &first.Tail[0] {
+		t.Error("second answer has no tail, or encoded it again")
 	}
 	// A newer hint under the same key replaces the memo.
 	fh.m[k] = hints.Hint{Plan: encode(t, execPlan("hint", 2)), StoredAt: t0}

@@ -10,6 +10,9 @@
 // A download runs on its own context, ended by Stop or when nobody waits for
 // it any more, so one requester giving up does not fail the others.
 //
+// A big object is fetched over several connections at once (ranged GETs of
+// one version into one temp file, split.go) when speculative lanes are idle.
+//
 // The byte budget is a hard cap on bytes received: a download reserves its
 // object's full size before reading the body, and is skipped when the
 // reservation does not fit. Demand has no budget: a download a demand waits
@@ -51,8 +54,9 @@ type Source interface {
 type Config struct {
 	// Prefix is kache's key prefix (already normalised).
 	Prefix string
-	// Concurrency is the number of speculative downloads at once; kache's
-	// default is 12 of its 16 S3 connections.
+	// Concurrency is the number of speculative lanes: downloads at once,
+	// the extra connections of split downloads included (see SplitParts);
+	// kache's default is 12 of its 16 S3 connections.
 	Concurrency int
 	// DemandConcurrency is the number of extra lanes for demand requests,
 	// so the build is never queued behind prefetching.
@@ -75,6 +79,14 @@ type Config struct {
 	DemandObserved bool
 	// Defaults for a session's budgets when a Plan does not set them.
 	DefaultBudget Budget
+	// SplitBytes and SplitParts: an object larger than SplitBytes is
+	// fetched over up to SplitParts connections at once when the source can
+	// read ranges (RangeSource): the first GET's body fills the first part
+	// and ranged GETs pinned to its ETag the others. The extra connections
+	// are idle speculative lanes (see Concurrency), taken without waiting;
+	// SplitParts 1 turns splitting off.
+	SplitBytes int64
+	SplitParts int
 	// Missing, when set, is told of planned keys whose pack or entry
 	// manifest the bucket answered 404 for, in batches sent from a
 	// goroutine of the engine.
@@ -100,6 +112,8 @@ func DefaultConfig() Config {
 		FetchTimeout:      300 * time.Second,
 		Attempts:          3,
 		SessionIdle:       300 * time.Second,
+		SplitBytes:        4 << 20,
+		SplitParts:        4,
 		DefaultBudget:     Budget{MaxKeys: 2000, MaxBytes: 2 << 30, Deadline: 300 * time.Second},
 	}
 }
@@ -121,6 +135,9 @@ type Engine struct {
 	// missing batches planned keys found missing; nil without
 	// Config.Missing.
 	missing *missingQueue
+	// ranges reads byte ranges for split downloads; nil when the source
+	// cannot.
+	ranges RangeSource
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -131,9 +148,24 @@ type Engine struct {
 	wake     *sync.Cond
 	queue    []*Session // sessions with work left, oldest first
 	sessions map[string]*Session
-	flights  map[store.Ref]*flight
-	stopped  bool
-	nextID   uint64
+	// byPrint indexes open sessions by their plan's Fingerprint, so an
+	// identical plan joins one (Submit).
+	byPrint map[string]*Session
+	// aliases maps the ids of plans that joined a session to the
+	// session's id, for Session; the oldest of maxAliases go first.
+	aliases   map[string]string
+	aliasRing [maxAliases]string
+	aliasNext int
+	flights   map[store.Ref]*flight
+	stopped   bool
+	nextID    uint64
+	// idleLanes counts the Concurrency speculative lanes not in use: a
+	// worker takes one per candidate, a split download takes idle ones
+	// for its extra connections. reserved holds the lanes taken at
+	// dispatch for a pack whose plan size says it will be split, until its
+	// download takes them.
+	idleLanes int
+	reserved  map[store.Ref]int
 }
 
 // flight is one download in progress; everyone wanting the object waits on
@@ -174,6 +206,12 @@ func New(cfg Config, src Source, st *store.Store, m *Metrics, rep Reporter, log 
 	if cfg.SessionIdle <= 0 {
 		cfg.SessionIdle = def.SessionIdle
 	}
+	if cfg.SplitBytes <= 0 {
+		cfg.SplitBytes = def.SplitBytes
+	}
+	if cfg.SplitParts <= 0 {
+		cfg.SplitParts = def.SplitParts
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -186,10 +224,15 @@ func New(cfg Config, src Source, st *store.Store, m *Metrics, rep Reporter, log 
 	}
 	e := &Engine{
 		cfg: cfg, src: src, st: st, m: m, log: log, rep: rep, clock: clock,
-		demand:   make(chan struct{}, cfg.DemandConcurrency),
-		sessions: map[string]*Session{},
-		flights:  map[store.Ref]*flight{},
+		demand:    make(chan struct{}, cfg.DemandConcurrency),
+		sessions:  map[string]*Session{},
+		byPrint:   map[string]*Session{},
+		aliases:   map[string]string{},
+		flights:   map[store.Ref]*flight{},
+		idleLanes: cfg.Concurrency,
+		reserved:  map[store.Ref]int{},
 	}
+	e.ranges, _ = src.(RangeSource)
 	e.wake = sync.NewCond(&e.mu)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	if cfg.Missing != nil {
@@ -246,10 +289,12 @@ func (e *Engine) worker() {
 			return
 		}
 		e.runCandidate(s, c)
+		e.finishLanes(c)
 	}
 }
 
-// next blocks until there is a candidate to fetch or the engine stops.
+// next blocks until there is a candidate to fetch and an idle lane to
+// fetch it on, which it takes, or the engine stops.
 func (e *Engine) next() (*Session, *candidate, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -257,9 +302,11 @@ func (e *Engine) next() (*Session, *candidate, bool) {
 		if e.stopped {
 			return nil, nil, false
 		}
-		for len(e.queue) > 0 {
+		for e.idleLanes > 0 && len(e.queue) > 0 {
 			s := e.queue[0]
 			if c := s.nextLocked(e.clock()); c != nil {
+				e.idleLanes--
+				e.reserveLocked(c)
 				return s, c, true
 			}
 			e.queue = e.queue[1:]
@@ -615,18 +662,29 @@ func (e *Engine) attempt(ctx context.Context, f *flight) (n int64, retry bool, e
 		}
 		return 0, false, err
 	}
-	var dst io.Writer = w
-	if r.Kind == store.Pack {
-		dst = &magicWriter{w: w, ref: r}
+	// A pack must start like a zstd frame: the writer of its first bytes
+	// checks.
+	var mw *magicWriter
+	first := func(w io.Writer) io.Writer {
+		if r.Kind != store.Pack {
+			return w
+		}
+		mw = &magicWriter{w: w, ref: r}
+		return mw
 	}
-	buf := copyBufs.Get().(*[]byte)
-	n, err = io.CopyBuffer(dst, io.LimitReader(body, obj.Size), *buf)
-	copyBufs.Put(buf)
+	if parts := e.takeParts(r, obj); parts > 1 {
+		n, err = e.copyParts(ctx, r, body, obj, w, parts, first)
+		e.releaseLanes(parts - 1)
+	} else {
+		buf := copyBufs.Get().(*[]byte)
+		n, err = io.CopyBuffer(first(w), io.LimitReader(body, obj.Size), *buf)
+		copyBufs.Put(buf)
+	}
 	e.m.bytes.Add(float64(n))
 	if s != nil {
 		s.settle(obj.Size, n)
 	}
-	if mw, ok := dst.(*magicWriter); ok && err == nil && n == obj.Size && mw.seen < len(zstdMagic) {
+	if mw != nil && err == nil && n == obj.Size && mw.seen < len(zstdMagic) {
 		// Complete but shorter than a frame header (an empty pack): the
 		// magic check never saw enough bytes to refuse it.
 		err = fmt.Errorf("%w: %s is %d bytes, not a zstd frame", store.ErrCorrupt, r, n)

@@ -12,8 +12,10 @@ type Metrics struct {
 	corrupt      prometheus.Counter
 	sessions     prometheus.Counter
 	refused      prometheus.Counter
+	joined       prometheus.Counter
 	reportErrors prometheus.Counter
 	missing      *prometheus.CounterVec
+	splits       *prometheus.CounterVec
 }
 
 // NewMetrics registers the engine's metrics with reg (nil: unregistered).
@@ -51,6 +53,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "kache_sidecar_prefetch_sessions_refused_total",
 			Help: "Plans not prefetched because the most sessions were open and every one was still fetching.",
 		}),
+		joined: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kache_sidecar_prefetch_sessions_joined_total",
+			Help: "Plans that joined the open session of an identical plan (the same hints' candidates, runner and budget) instead of opening one.",
+		}),
 		reportErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kache_sidecar_outcome_report_errors_total",
 			Help: "Session outcomes that could not be sent to central.",
@@ -59,6 +65,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "kache_sidecar_missing_keys_reported_total",
 			Help: "Planned keys the bucket answered 404 for, by what became of their report to central: sent, failed, queue_full.",
 		}, []string{"result"}),
+		splits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kache_sidecar_prefetch_split_downloads_total",
+			Help: "Download attempts of big objects fetched over several connections (ranged GETs), by result: ok, changed (the object changed between parts; retried whole), failed, cancelled.",
+		}, []string{"result"}),
+	}
+	for _, r := range []string{"ok", "changed", "failed", "cancelled"} {
+		m.splits.WithLabelValues(r)
 	}
 	for _, r := range []string{"sent", "failed", "queue_full"} {
 		m.missing.WithLabelValues(r)
@@ -73,7 +86,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.outcomes.WithLabelValues(o)
 	}
 	if reg != nil {
-		reg.MustRegister(m.keys, m.demand, m.outcomes, m.bytes, m.retries, m.corrupt, m.sessions, m.refused, m.reportErrors, m.missing)
+		reg.MustRegister(m.keys, m.demand, m.outcomes, m.bytes, m.retries, m.corrupt, m.sessions, m.refused, m.joined, m.reportErrors, m.missing, m.splits)
 	}
 	return m
 }

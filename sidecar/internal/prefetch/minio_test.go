@@ -233,11 +233,11 @@ func startRealEngine(t testing.TB, cfg Config, src Source, dir string, storeMax 
 	return &realEngine{Engine: e, st: st, dir: dir, m: m}
 }
 
-func (r *realEngine) received() int64 { return int64(counterValue(r.m.bytes)) }
+func (r *realEngine) received() int64 { return int64(counterOf(r.m.bytes)) }
 
-// counterValue reads a counter (prometheus/testutil would add a module to
+// counterOf reads a counter (prometheus/testutil would add a module to
 // go.mod for this one call).
-func counterValue(c prometheus.Counter) float64 {
+func counterOf(c prometheus.Counter) float64 {
 	var m dto.Metric
 	if err := c.Write(&m); err != nil {
 		return -1
@@ -497,7 +497,7 @@ func TestMinioDemandPreemption(t *testing.T) {
 		if n := src.count(lastKey); n != 1 {
 			t.Fatalf("demanded pack GET %d times", n)
 		}
-		if got := counterValue(r.m.demand.WithLabelValues("fetched")); got != 1 {
+		if got := counterOf(r.m.demand.WithLabelValues("fetched")); got != 1 {
 			t.Fatalf("demand metric fetched=%v", got)
 		}
 		checkStore(t, b, r)
@@ -540,7 +540,7 @@ func TestMinioDemandPreemption(t *testing.T) {
 		if got := r.received(); got != want {
 			t.Fatalf("%d bytes received, one copy of the objects is %d", got, want)
 		}
-		if got := counterValue(r.m.demand.WithLabelValues("joined")); got != 3 {
+		if got := counterOf(r.m.demand.WithLabelValues("joined")); got != 3 {
 			t.Fatalf("demand metric joined=%v, want 3", got)
 		}
 		checkStore(t, b, r)
@@ -592,7 +592,7 @@ func TestMinioRestartMidPrefetch(t *testing.T) {
 	b.m.Restart(t)
 	waitSession(t, s, 120*time.Second)
 	p := r.Progress(s)
-	t.Logf("first session: %+v; retries %v", p, counterValue(r.m.retries))
+	t.Logf("first session: %+v; retries %v", p, counterOf(r.m.retries))
 	if p.Done != p.Keys {
 		t.Fatalf("session finished with candidates pending: %+v", p)
 	}
@@ -702,10 +702,10 @@ func TestMinioCorruptObjects(t *testing.T) {
 			if r.st.Has(packRef(c)) {
 				t.Fatal("corrupt pack kept")
 			}
-			if got := counterValue(r.m.corrupt); got != 1 {
+			if got := counterOf(r.m.corrupt); got != 1 {
 				t.Fatalf("corrupt metric %v", got)
 			}
-			if got := counterValue(r.m.retries); got != 0 {
+			if got := counterOf(r.m.retries); got != 0 {
 				t.Fatalf("a corrupt object was retried %v times", got)
 			}
 			checkStore(t, b, r)
@@ -769,7 +769,7 @@ func TestMinioPathTraversal(t *testing.T) {
 	if p := r.Progress(s); p.Keys != 1 || p.Fetched != 1 {
 		t.Fatalf("progress %+v: only the valid candidate may remain", p)
 	}
-	if got := counterValue(r.m.keys.WithLabelValues("invalid")); got != float64(len(evil)) {
+	if got := counterOf(r.m.keys.WithLabelValues("invalid")); got != float64(len(evil)) {
 		t.Fatalf("invalid metric %v, want %d", got, len(evil))
 	}
 	src.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"time"
 
@@ -21,6 +22,12 @@ type Plan struct {
 	Runner     *wire.RunnerContext
 	// Budget overrides the engine's default budget where set.
 	Budget Budget
+	// Fingerprint, when set, names the candidates: plans with the same
+	// Fingerprint have the same candidates in the same order (answers of
+	// the same versions of the same hints: planner.Result.Fingerprint). A
+	// plan identical to an open session's (the same Fingerprint, runner
+	// and budget) joins that session instead of opening one.
+	Fingerprint string
 }
 
 type result string
@@ -91,6 +98,8 @@ type Session struct {
 	closed   bool
 	// Demand for keys outside the plan: the plan's misses.
 	extraDemand int
+	// joined counts the identical plans that joined the session.
+	joined int
 
 	bmu       sync.Mutex
 	reserved  int64 // bytes reserved by downloads in flight or done
@@ -118,6 +127,9 @@ const maxOpenSessions = 64
 // finished fetching is closed (and reported) to make room; when every open
 // session is still fetching, plan is not prefetched: the session returned
 // is done at once, with nothing fetched.
+//
+// A plan identical to an open session's joins it (joinSession): the session
+// is returned, and the plan costs a map lookup.
 func (e *Engine) Submit(plan Plan) *Session {
 	b := plan.Budget
 	def := e.cfg.DefaultBudget
@@ -131,6 +143,9 @@ func (e *Engine) Submit(plan Plan) *Session {
 		b.Deadline = def.Deadline
 	}
 	now := e.clock()
+	if s := e.joinSession(plan, b, now); s != nil {
+		return s
+	}
 	s := &Session{plan: plan, budget: b, started: now, lastAct: now, byRef: map[store.Ref]*candidate{}, done: make(chan struct{})}
 	for i, c := range plan.Candidates {
 		// Ref.Valid also refuses what kache allows and the store cannot
@@ -175,6 +190,9 @@ func (e *Engine) Submit(plan Plan) *Session {
 		s.deadline = time.AfterFunc(b.Deadline, func() { e.expire(s) })
 	}
 	e.sessions[s.id] = s
+	if plan.Fingerprint != "" {
+		e.byPrint[plan.Fingerprint] = s
+	}
 	e.queue = append(e.queue, s)
 	e.wake.Broadcast()
 	e.mu.Unlock()
@@ -182,6 +200,60 @@ func (e *Engine) Submit(plan Plan) *Session {
 	e.log.Info("prefetch session", "session", s.id, "plan_id", plan.ID, "plan_source", plan.Source,
 		"candidates", len(s.cands), "max_keys", b.MaxKeys, "max_bytes", b.MaxBytes, "deadline", b.Deadline)
 	return s
+}
+
+// maxAliases bounds the plan ids remembered for sessions they joined.
+const maxAliases = 1024
+
+// joinSession counts plan in the open session of an identical plan and returns
+// it, or returns nil. Identical: the same Fingerprint (so the same
+// candidates), runner and budget. Builds planned alike share the session's
+// downloads and its report. A session stopped at its deadline, or with
+// downloads that failed, is not joined: a session of its own would fetch
+// what it did not.
+func (e *Engine) joinSession(plan Plan, b Budget, now time.Time) *Session {
+	if plan.Fingerprint == "" {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.byPrint[plan.Fingerprint]
+	if s == nil || s.closed || e.stopped || s.budget != b || !sameRunner(s.plan.Runner, plan.Runner) || !s.joinableLocked() {
+		return nil
+	}
+	s.joined++
+	s.lastAct = now
+	if plan.ID != "" && plan.ID != s.plan.ID {
+		if old := e.aliasRing[e.aliasNext]; old != "" {
+			delete(e.aliases, old)
+		}
+		e.aliasRing[e.aliasNext] = plan.ID
+		e.aliasNext = (e.aliasNext + 1) % maxAliases
+		e.aliases[plan.ID] = s.id
+	}
+	e.m.joined.Inc()
+	return s
+}
+
+// joinableLocked says whether the session would fetch all that a new one
+// for its plan would: not stopped at its deadline, nothing failed.
+func (s *Session) joinableLocked() bool {
+	if s.stopWhy == "deadline" {
+		return false
+	}
+	for _, c := range s.cands {
+		if c.res == resultFailed {
+			return false
+		}
+	}
+	return true
+}
+
+func sameRunner(a, b *wire.RunnerContext) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return reflect.DeepEqual(*a, *b)
 }
 
 // evictableLocked returns the open session that finished fetching and has
@@ -422,6 +494,9 @@ func (e *Engine) Session(id string) (*Session, bool) {
 	if s, ok := e.sessions[id]; ok {
 		return s, true
 	}
+	if s, ok := e.sessions[e.aliases[id]]; ok {
+		return s, true
+	}
 	for _, s := range e.sessions {
 		if s.plan.ID == id && id != "" {
 			return s, true
@@ -451,6 +526,8 @@ type Report struct {
 	Late     int
 	Unused   int
 	Missed   int
+	// Joined counts the identical plans that joined the session.
+	Joined   int
 	Timeline wire.BuildTimeline
 }
 
@@ -462,6 +539,9 @@ func (e *Engine) closeSession(ctx context.Context, s *Session, why string) {
 	}
 	s.closed = true
 	delete(e.sessions, s.id)
+	if e.byPrint[s.plan.Fingerprint] == s {
+		delete(e.byPrint, s.plan.Fingerprint)
+	}
 	r := e.reportLocked(s, why)
 	e.mu.Unlock()
 	s.cancel()
@@ -470,7 +550,7 @@ func (e *Engine) closeSession(ctx context.Context, s *Session, why string) {
 	}
 	s.markDone()
 	e.m.observe(r)
-	e.log.Info("prefetch session closed", "session", s.id, "plan_id", s.plan.ID, "reason", why,
+	e.log.Info("prefetch session closed", "session", s.id, "plan_id", s.plan.ID, "reason", why, "joined_plans", r.Joined,
 		"candidates", r.Candidates, "fetched", r.Fetched, "bytes", r.Bytes, "demanded", r.Demanded,
 		"on_time", r.OnTime, "late", r.Late, "unused", r.Unused, "missed", r.Missed)
 	if e.rep == nil {
@@ -485,7 +565,7 @@ func (e *Engine) closeSession(ctx context.Context, s *Session, why string) {
 func (e *Engine) reportLocked(s *Session, why string) Report {
 	now := e.clock()
 	r := Report{SessionID: s.id, Plan: s.plan, Reason: why, StartedAt: s.started, FinishedAt: now,
-		Candidates: len(s.cands), Missed: s.extraDemand}
+		Candidates: len(s.cands), Missed: s.extraDemand, Joined: s.joined}
 	t := wire.BuildTimeline{
 		Schema:         timelineSchema,
 		ClientRecordID: "kache-sidecar/" + s.id,

@@ -629,11 +629,22 @@ type Writer struct {
 	wantMD5 string
 	md5     hash.Hash // nil when there is no MD5 to check against
 	done    bool
+
+	// sections, when the object is written by Section, hold the ranges
+	// handed out, by offset; written counts their bytes and hashed is how
+	// far the MD5 has read the file back. Guarded by smu.
+	smu      sync.Mutex
+	sections []*Section
+	hashed   int64
+	hashErr  error
 }
 
 // Write appends to the temp file; writing past the reserved size fails, so a
 // store that sends more than it announced cannot overrun the budget.
 func (w *Writer) Write(p []byte) (int, error) {
+	if w.sectioned() {
+		return 0, fmt.Errorf("store: %s is written by sections", w.ref)
+	}
 	if w.written+int64(len(p)) > w.size {
 		return 0, fmt.Errorf("%w: %s is longer than its %d bytes", ErrCorrupt, w.ref, w.size)
 	}
@@ -660,6 +671,12 @@ func (w *Writer) SetMeta(m Meta) {
 func (w *Writer) Commit() error {
 	if w.done {
 		return errors.New("store: writer already finished")
+	}
+	if w.sectioned() {
+		if err := w.finishSections(); err != nil {
+			w.Abort()
+			return err
+		}
 	}
 	if w.written != w.size {
 		w.Abort()
