@@ -51,8 +51,10 @@ func (s *Server) fail(ctx *fasthttp.RequestCtx, err error, internalMsg string) {
 	httpserve.WriteJSONError(ctx, status, err.Error())
 }
 
-// decodeIntent is decodeJSON for a plan request: kache's own intents are
-// read without encoding/json's scans (wire.DecodePlainIntent).
+// decodeIntent checks a plan request's content type from its headers, then
+// reads its body under the route's limit and decodes it: kache's own
+// intents without encoding/json's scans (wire.DecodePlainIntent), anything
+// else with encoding/json.
 func (s *Server) decodeIntent(ctx *fasthttp.RequestCtx, in *wire.BuildIntent) error {
 	if err := reqbody.CheckJSON(ctx.Request.Header.ContentType(), nil, 0); err != nil {
 		return err
@@ -63,13 +65,4 @@ func (s *Server) decodeIntent(ctx *fasthttp.RequestCtx, in *wire.BuildIntent) er
 		}
 		return reqbody.Unmarshal(body, in)
 	})
-}
-
-// decodeJSON checks a JSON request's content type from its headers, then
-// reads its body under the route's limit and decodes it into v.
-func (s *Server) decodeJSON(ctx *fasthttp.RequestCtx, v any) error {
-	if err := reqbody.CheckJSON(ctx.Request.Header.ContentType(), nil, 0); err != nil {
-		return err
-	}
-	return s.http.ReadBody(ctx, func(body []byte) error { return reqbody.Unmarshal(body, v) })
 }
