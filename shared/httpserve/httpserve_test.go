@@ -496,6 +496,12 @@ func TestStop(t *testing.T) {
 	if resp := idle.response(time.Second); resp.StatusCode() != 200 {
 		t.Fatal(resp.StatusCode())
 	}
+	// The answer reaches the client a moment before its connection is
+	// marked idle again: wait for that, so that the busy connection waited
+	// for below is the slow one.
+	for h.srv.conns.busy() != 0 {
+		time.Sleep(time.Millisecond)
+	}
 	stalled := h.dial()
 	stalled.send("GET /healthz HTTP/1.1\r\nHost: te")
 	slow := h.dial()
