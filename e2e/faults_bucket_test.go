@@ -42,19 +42,6 @@ import (
 	"github.com/kache-planner/kache-planner/shared/layout"
 )
 
-// bfBuilds are n builds of the fleet scenario's job from the start of its
-// slice (a branch's first build), in start order.
-func bfBuilds(t *testing.T, n int) []fleetBuild {
-	t.Helper()
-	all := loadFleetBuilds(t, fleetProject, fleetCommits, func(b *fleetBuild) bool {
-		return b.Job.Target == "x86_64-unknown-linux-gnu" && b.Job.Profile == "debug"
-	})
-	if len(all) < fleetFrom+n {
-		t.Fatalf("the export holds %d builds of the job, want %d", len(all), fleetFrom+n)
-	}
-	return all[fleetFrom : fleetFrom+n]
-}
-
 // TestFleetMinioRestartPrefetch (issue 12, scenario minio_restart_prefetch):
 // six healthy builds fill the bucket and teach central; then two builds run
 // on fresh runners whose prefetch reads the bucket through a
@@ -109,7 +96,7 @@ func TestFleetMinioRestartPrefetch(t *testing.T) {
 	})
 
 	prebuildFleet()
-	builds := bfBuilds(t, 12)
+	builds := fleetJobBuilds(t, 12)
 	// Packs of 64-256 KiB: a plan's prefetch is a few MiB.
 	f := startFleet(t, fleetOptions{sidecars: 2, repository: "BurntSushi/ripgrep", packDivisor: 16, packMin: 64 << 10, packMax: 256 << 10})
 	proxy := bfStartProxy(t, f.minio.Host)
@@ -259,7 +246,7 @@ func TestFleetMinioRestartUpload(t *testing.T) {
 	})
 
 	prebuildFleet()
-	builds := bfBuilds(t, 9)
+	builds := fleetJobBuilds(t, 9)
 	// Compiles of at most 10 ms and packs of 64-512 KiB: the runners spend
 	// most of their time uploading.
 	f := startFleet(t, fleetOptions{sidecars: 3, repository: "BurntSushi/ripgrep", compileCap: 10 * time.Millisecond,
@@ -399,7 +386,7 @@ func TestFleetSlowBucket(t *testing.T) {
 	})
 
 	prebuildFleet()
-	builds := bfBuilds(t, 12)
+	builds := fleetJobBuilds(t, 12)
 	f := startFleet(t, fleetOptions{sidecars: 3, coldRunners: true, repository: "BurntSushi/ripgrep"})
 	proxy = bfStartProxy(t, f.minio.Host)
 	proxy.shape(latency, rate)

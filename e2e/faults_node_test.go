@@ -48,19 +48,6 @@ import (
 	"github.com/kache-planner/kache-planner/shared/wire"
 )
 
-// fnBuilds are n builds of the fleet scenario's job from the start of its
-// slice (a branch's first build), in start order.
-func fnBuilds(t *testing.T, n int) []fleetBuild {
-	t.Helper()
-	all := loadFleetBuilds(t, fleetProject, fleetCommits, func(b *fleetBuild) bool {
-		return b.Job.Target == "x86_64-unknown-linux-gnu" && b.Job.Profile == "debug"
-	})
-	if len(all) < fleetFrom+n {
-		t.Fatalf("the export holds %d builds of the job, want %d", len(all), fleetFrom+n)
-	}
-	return all[fleetFrom : fleetFrom+n]
-}
-
 // TestFleetCentralKillIngest (issue 12, scenario central_kill_ingest):
 // twelve builds run on three runners while three clients post build
 // manifests to central directly as fast as it takes them; central is
@@ -110,7 +97,7 @@ func TestFleetCentralKillIngest(t *testing.T) {
 	})
 
 	prebuildFleet()
-	builds := fnBuilds(t, 12)
+	builds := fleetJobBuilds(t, 12)
 	var finished atomic.Int32
 	f := startFleet(t, fleetOptions{sidecars: 3, repository: "BurntSushi/ripgrep",
 		onBuild: func(int, buildResult) { finished.Add(1) }})
@@ -236,7 +223,7 @@ func TestFleetCentralDownBuild(t *testing.T) {
 	prebuildFleet()
 	// Builds 0-12 share one intent; 13 and 14 follow a Cargo.lock change
 	// (two new keys).
-	builds := fnBuilds(t, 15)
+	builds := fleetJobBuilds(t, 15)
 	if bytes.Equal(builds[0].Intent, builds[13].Intent) || !bytes.Equal(builds[0].Intent, builds[5].Intent) {
 		t.Fatal("the slice's intents changed: builds 0-5 must share one and 13 have another")
 	}
@@ -404,7 +391,7 @@ func TestFleetSidecarKill(t *testing.T) {
 	})
 
 	prebuildFleet()
-	builds := fnBuilds(t, 8)
+	builds := fleetJobBuilds(t, 8)
 	f := startFleet(t, fleetOptions{sidecars: 2, repository: "BurntSushi/ripgrep", packDivisor: 16, packMin: 64 << 10, packMax: 256 << 10})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -546,7 +533,7 @@ func TestFleetDiskFull(t *testing.T) {
 	prebuildFleet()
 	// Builds 0-12 share their keys; 13 follows a Cargo.lock change (two
 	// new keys).
-	builds := fnBuilds(t, 14)
+	builds := fleetJobBuilds(t, 14)
 	f := startFleet(t, fleetOptions{sidecars: 2, repository: "BurntSushi/ripgrep", packDivisor: 1, packMin: 1 << 20, packMax: 2 << 20})
 	s := f.sidecars[1]
 	s.stop(t)

@@ -74,13 +74,7 @@ func TestFleet(t *testing.T) {
 	})
 
 	prebuildFleet()
-	all := loadFleetBuilds(t, fleetProject, fleetCommits, func(b *fleetBuild) bool {
-		return b.Job.Target == "x86_64-unknown-linux-gnu" && b.Job.Profile == "debug"
-	})
-	if len(all) < fleetTo {
-		t.Fatalf("the export holds %d builds of the job, want %d", len(all), fleetTo)
-	}
-	builds := all[fleetFrom:fleetTo]
+	builds := fleetJobBuilds(t, fleetTo-fleetFrom)
 
 	f := startFleet(t, fleetOptions{sidecars: 3, coldRunners: true, repository: "BurntSushi/ripgrep"})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -175,10 +169,7 @@ func ratio(a, b int) float64 {
 // bucket check finds every acknowledged upload throughout.
 func TestFleetHarness(t *testing.T) {
 	prebuildFleet()
-	all := loadFleetBuilds(t, fleetProject, fleetCommits, func(b *fleetBuild) bool {
-		return b.Job.Target == "x86_64-unknown-linux-gnu" && b.Job.Profile == "debug"
-	})
-	builds := all[fleetFrom : fleetFrom+4]
+	builds := fleetJobBuilds(t, 4)
 	f := startFleet(t, fleetOptions{sidecars: 2, repository: "BurntSushi/ripgrep"})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -251,4 +242,18 @@ func TestFleetHarness(t *testing.T) {
 	if c := f.checkBucket(t); c.Keys == 0 || len(c.Lost) != 0 {
 		t.Errorf("%d acknowledged keys, lost %v", c.Keys, c.Lost)
 	}
+}
+
+// fleetJobBuilds are n builds of the fleet scenario's job from the start of
+// its slice (a branch's first build), in start order: what TestFleet and
+// the fault scenarios replay.
+func fleetJobBuilds(t *testing.T, n int) []fleetBuild {
+	t.Helper()
+	all := loadFleetBuilds(t, fleetProject, fleetCommits, func(b *fleetBuild) bool {
+		return b.Job.Target == "x86_64-unknown-linux-gnu" && b.Job.Profile == "debug"
+	})
+	if len(all) < fleetFrom+n {
+		t.Fatalf("the export holds %d builds of the job, want %d", len(all), fleetFrom+n)
+	}
+	return all[fleetFrom : fleetFrom+n]
 }
