@@ -170,6 +170,7 @@ func newEngine(cfg config.Config, b *s3source.Bucket, st *store.Store, m *prefet
 	pc.Concurrency = cfg.PrefetchConcurrency
 	pc.DemandConcurrency = demandLanes
 	pc.SplitBytes, pc.SplitParts = cfg.PrefetchSplitBytes, cfg.PrefetchSplitParts
+	pc.Lookahead = cfg.PrefetchLookahead
 	// With the S3 surface every read of the build comes through Demand,
 	// so sessions can say what was used; without it they claim nothing.
 	pc.DemandObserved = cfg.S3Surface()

@@ -64,6 +64,10 @@ type Config struct {
 	// turns it off.
 	PrefetchSplitBytes int64
 	PrefetchSplitParts int
+	// PrefetchLookahead is how many prefetch GETs beyond
+	// PrefetchConcurrency may be sent before a lane is free to stream
+	// their bodies (hides each request's time to first byte).
+	PrefetchLookahead int
 	// PrefetchOnPlan starts prefetching every execute plan the planner
 	// surface answers.
 	PrefetchOnPlan bool
@@ -167,6 +171,7 @@ func Parse(cmd string, args []string, lookupEnv func(string) (string, bool), out
 	f.dur(&c.PrefetchDeadline, "prefetch-deadline", "KACHE_SIDECAR_PREFETCH_DEADLINE", 300*time.Second, "no new download starts this long after a plan; 0 means none")
 	f.size(&c.PrefetchSplitBytes, "prefetch-split-bytes", "KACHE_SIDECAR_PREFETCH_SPLIT_BYTES", 4<<20, "objects larger than this are downloaded over several connections (ranged GETs of one version)")
 	f.integer(&c.PrefetchSplitParts, "prefetch-split-parts", "KACHE_SIDECAR_PREFETCH_SPLIT_PARTS", 4, "connections per split download, taken from idle prefetch lanes; 1 turns splitting off")
+	f.integer(&c.PrefetchLookahead, "prefetch-lookahead", "KACHE_SIDECAR_PREFETCH_LOOKAHEAD", 12, "prefetch GETs sent ahead of a free lane, their bodies streamed in plan order as lanes free; 0 turns it off")
 	f.boolean(&c.PrefetchOnPlan, "prefetch-on-plan", "KACHE_SIDECAR_PREFETCH_ON_PLAN", true, "prefetch every execute plan the planner surface answers")
 	f.str(&c.Repository, "repository", "KACHE_SIDECAR_REPOSITORY", "", "repository sent to central (default from the CI environment)")
 	f.str(&c.Ref, "ref", "KACHE_SIDECAR_REF", "", "git ref sent to central (default from the CI environment)")
@@ -303,6 +308,9 @@ func (c Config) Validate() error {
 	}
 	if c.PrefetchSplitParts < 1 || c.PrefetchSplitParts > 16 {
 		errs = append(errs, fmt.Errorf("--prefetch-split-parts %d: want 1-16", c.PrefetchSplitParts))
+	}
+	if c.PrefetchLookahead < 0 || c.PrefetchLookahead > 256 {
+		errs = append(errs, fmt.Errorf("--prefetch-lookahead %d: want 0-256", c.PrefetchLookahead))
 	}
 	if c.PlanDeadline < 10*time.Millisecond || c.PlanDeadline > 700*time.Millisecond {
 		errs = append(errs, fmt.Errorf("--plan-deadline %s: want 10ms-700ms (kache gives up at 750ms)", c.PlanDeadline))

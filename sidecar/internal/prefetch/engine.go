@@ -54,10 +54,17 @@ type Source interface {
 type Config struct {
 	// Prefix is kache's key prefix (already normalised).
 	Prefix string
-	// Concurrency is the number of speculative lanes: downloads at once,
-	// the extra connections of split downloads included (see SplitParts);
-	// kache's default is 12 of its 16 S3 connections.
+	// Concurrency is the number of speculative lanes: bodies streaming at
+	// once, the extra connections of split downloads included (see
+	// SplitParts); kache's default is 12 of its 16 S3 connections.
 	Concurrency int
+	// Lookahead is how many GETs beyond Concurrency may wait for their
+	// response or for a lane: the next candidates' requests are sent before
+	// a lane frees, so each request's time to first byte (tens of ms from a
+	// bucket) overlaps other bodies instead of idling a lane. Bodies still
+	// stream on at most Concurrency lanes, given to waiting bodies in plan
+	// order; a body a build waits for never waits. 0: none.
+	Lookahead int
 	// DemandConcurrency is the number of extra lanes for demand requests,
 	// so the build is never queued behind prefetching.
 	DemandConcurrency int
@@ -108,6 +115,7 @@ type Budget struct {
 func DefaultConfig() Config {
 	return Config{
 		Concurrency:       12,
+		Lookahead:         12,
 		DemandConcurrency: 4,
 		FetchTimeout:      300 * time.Second,
 		Attempts:          3,
@@ -159,13 +167,14 @@ type Engine struct {
 	flights   map[store.Ref]*flight
 	stopped   bool
 	nextID    uint64
-	// idleLanes counts the Concurrency speculative lanes not in use: a
-	// worker takes one per candidate, a split download takes idle ones
-	// for its extra connections. reserved holds the lanes taken at
-	// dispatch for a pack whose plan size says it will be split, until its
-	// download takes them.
+	// dispatched numbers candidates in the order workers take them: a
+	// body's priority for a lane (lanes.go).
+	dispatched uint64
+	// idleLanes counts the Concurrency speculative lanes not streaming a
+	// body; laneWait holds the dispatch numbers of the bodies waiting for
+	// one (lanes.go).
 	idleLanes int
-	reserved  map[store.Ref]int
+	laneWait  []uint64
 }
 
 // flight is one download in progress; everyone wanting the object waits on
@@ -176,6 +185,7 @@ type flight struct {
 	done   chan struct{}
 	cancel context.CancelFunc
 	demand bool         // started by a demand: runs on a demand lane
+	seq    uint64       // dispatch number of the candidate that started it
 	expect func() int64 // the size the entry manifest promises, or nil
 
 	// Guarded by the engine's mutex.
@@ -194,6 +204,7 @@ func New(cfg Config, src Source, st *store.Store, m *Metrics, rep Reporter, log 
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = def.Concurrency
 	}
+	cfg.Lookahead = max(cfg.Lookahead, 0)
 	if cfg.DemandConcurrency <= 0 {
 		cfg.DemandConcurrency = def.DemandConcurrency
 	}
@@ -230,7 +241,6 @@ func New(cfg Config, src Source, st *store.Store, m *Metrics, rep Reporter, log 
 		aliases:   map[string]string{},
 		flights:   map[store.Ref]*flight{},
 		idleLanes: cfg.Concurrency,
-		reserved:  map[store.Ref]int{},
 	}
 	e.ranges, _ = src.(RangeSource)
 	e.wake = sync.NewCond(&e.mu)
@@ -243,7 +253,7 @@ func New(cfg Config, src Source, st *store.Store, m *Metrics, rep Reporter, log 
 
 // Start launches the workers and the session reaper.
 func (e *Engine) Start(context.Context) error {
-	for range e.cfg.Concurrency {
+	for range e.cfg.Concurrency + e.cfg.Lookahead {
 		e.wg.Go(e.worker)
 	}
 	e.wg.Go(e.reaper)
@@ -281,33 +291,32 @@ func (e *Engine) Stop(ctx context.Context) error {
 	return err
 }
 
-// worker takes the next candidate of the oldest session with work left.
+// worker takes the next candidate of the oldest session with work left and
+// sends its GETs at once; the pack's body waits for a lane (lanes.go).
 func (e *Engine) worker() {
 	for {
-		s, c, ok := e.next()
+		s, c, seq, ok := e.next()
 		if !ok {
 			return
 		}
-		e.runCandidate(s, c)
-		e.finishLanes(c)
+		e.runCandidate(s, c, seq)
 	}
 }
 
-// next blocks until there is a candidate to fetch and an idle lane to
-// fetch it on, which it takes, or the engine stops.
-func (e *Engine) next() (*Session, *candidate, bool) {
+// next blocks until there is a candidate to fetch, which it takes with its
+// dispatch number, or the engine stops.
+func (e *Engine) next() (*Session, *candidate, uint64, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for {
 		if e.stopped {
-			return nil, nil, false
+			return nil, nil, 0, false
 		}
-		for e.idleLanes > 0 && len(e.queue) > 0 {
+		for len(e.queue) > 0 {
 			s := e.queue[0]
 			if c := s.nextLocked(e.clock()); c != nil {
-				e.idleLanes--
-				e.reserveLocked(c)
-				return s, c, true
+				e.dispatched++
+				return s, c, e.dispatched, true
 			}
 			e.queue = e.queue[1:]
 		}
@@ -364,7 +373,7 @@ func (e *Engine) Demand(ctx context.Context, r store.Ref) error {
 		e.m.demand.WithLabelValues("local").Inc()
 		return nil
 	}
-	_, joined, err := e.fetch(ctx, r, nil, nil, true)
+	_, joined, err := e.fetch(ctx, r, nil, nil, 0)
 	switch {
 	case joined:
 		e.m.demand.WithLabelValues("joined").Inc()
@@ -382,12 +391,14 @@ func (e *Engine) Demand(ctx context.Context, r store.Ref) error {
 // object at a time: a later caller joins the download in flight (joined).
 // ctx bounds only this caller's wait, not the download. n is what the
 // download received on s's byte budget; a session whose download a demand
-// took over (so no budget paid for it) sees it as joined.
-func (e *Engine) fetch(ctx context.Context, r store.Ref, s *Session, expect func() int64, demand bool) (n int64, joined bool, err error) {
+// took over (so no budget paid for it) sees it as joined. seq is the
+// dispatch number of the planned candidate asking, 0 for a demand.
+func (e *Engine) fetch(ctx context.Context, r store.Ref, s *Session, expect func() int64, seq uint64) (n int64, joined bool, err error) {
 	if e.st.Has(r) {
 		return 0, false, nil
 	}
-	f, joined, err := e.join(ctx, r, s, expect, demand)
+	demand := seq == 0
+	f, joined, err := e.join(ctx, r, s, expect, seq)
 	if err != nil {
 		return 0, false, err
 	}
@@ -405,7 +416,8 @@ func (e *Engine) fetch(ctx context.Context, r store.Ref, s *Session, expect func
 
 // join makes the caller a waiter of r's download, starting one if none is
 // in flight.
-func (e *Engine) join(ctx context.Context, r store.Ref, s *Session, expect func() int64, demand bool) (*flight, bool, error) {
+func (e *Engine) join(ctx context.Context, r store.Ref, s *Session, expect func() int64, seq uint64) (*flight, bool, error) {
+	demand := seq == 0
 	e.mu.Lock()
 	for {
 		if e.stopped {
@@ -420,6 +432,8 @@ func (e *Engine) join(ctx context.Context, r store.Ref, s *Session, expect func(
 			f.waiters++
 			if demand {
 				f.demands++
+				// Its body may be waiting for a lane: a build waits now.
+				e.wake.Broadcast()
 			}
 			e.mu.Unlock()
 			return f, true, nil
@@ -435,7 +449,7 @@ func (e *Engine) join(ctx context.Context, r store.Ref, s *Session, expect func(
 		e.mu.Lock()
 	}
 	fctx, cancel := context.WithCancel(e.ctx)
-	f := &flight{ref: r, done: make(chan struct{}), cancel: cancel, demand: demand, expect: expect, waiters: 1, sess: s}
+	f := &flight{ref: r, done: make(chan struct{}), cancel: cancel, demand: demand, seq: seq, expect: expect, waiters: 1, sess: s}
 	if demand {
 		f.demands, f.sess = 1, nil
 	}
@@ -513,9 +527,9 @@ func (e *Engine) charge(f *flight, size int64) (*Session, error) {
 }
 
 // runCandidate fetches one planned pack, after its entry manifest, for s.
-func (e *Engine) runCandidate(s *Session, c *candidate) {
+func (e *Engine) runCandidate(s *Session, c *candidate, seq uint64) {
 	start := e.clock()
-	res, n, err := e.fetchPlanned(s, c)
+	res, n, err := e.fetchPlanned(s, c, seq)
 	e.m.keys.WithLabelValues(string(res)).Inc()
 	if res == resultNotFound {
 		e.noteMissing(c)
@@ -533,7 +547,7 @@ func (e *Engine) runCandidate(s *Session, c *candidate) {
 	e.mu.Unlock()
 }
 
-func (e *Engine) fetchPlanned(s *Session, c *candidate) (result, int64, error) {
+func (e *Engine) fetchPlanned(s *Session, c *candidate, seq uint64) (result, int64, error) {
 	ref := store.Ref{Kind: store.Pack, Crate: c.crate, CacheKey: c.key}
 	mref := store.Ref{Kind: store.EntryManifest, Crate: c.crate, CacheKey: c.key}
 	if e.st.Has(ref) {
@@ -542,7 +556,7 @@ func (e *Engine) fetchPlanned(s *Session, c *candidate) (result, int64, error) {
 		var n int64
 		if !e.cfg.SkipEntryManifests && !e.st.Has(mref) {
 			var err error
-			if n, _, err = e.fetch(s.ctx, mref, s, nil, false); err != nil {
+			if n, _, err = e.fetch(s.ctx, mref, s, nil, seq); err != nil {
 				e.log.Debug("entry manifest", "object", mref.String(), "error", err)
 			}
 		}
@@ -556,7 +570,7 @@ func (e *Engine) fetchPlanned(s *Session, c *candidate) (result, int64, error) {
 	if !e.cfg.SkipEntryManifests {
 		done := make(chan int64, 1)
 		go func() {
-			n, _, err := e.fetch(s.ctx, mref, s, nil, false)
+			n, _, err := e.fetch(s.ctx, mref, s, nil, seq)
 			manifestBytes = n
 			want := int64(-1)
 			switch {
@@ -577,7 +591,7 @@ func (e *Engine) fetchPlanned(s *Session, c *candidate) (result, int64, error) {
 		// the pack's fate.
 		defer expect()
 	}
-	n, joined, err := e.fetch(s.ctx, ref, s, expect, false)
+	n, joined, err := e.fetch(s.ctx, ref, s, expect, seq)
 	if expect != nil {
 		expect()
 	}
@@ -672,14 +686,23 @@ func (e *Engine) attempt(ctx context.Context, f *flight) (n int64, retry bool, e
 		mw = &magicWriter{w: w, ref: r}
 		return mw
 	}
-	if parts := e.takeParts(r, obj); parts > 1 {
+	lane, err := e.awaitLane(ctx, f)
+	if err != nil {
+		w.Abort()
+		if s != nil {
+			s.settle(obj.Size, 0)
+		}
+		return 0, false, err
+	}
+	parts := e.takeParts(obj)
+	if parts > 1 {
 		n, err = e.copyParts(ctx, r, body, obj, w, parts, first)
-		e.releaseLanes(parts - 1)
 	} else {
 		buf := copyBufs.Get().(*[]byte)
 		n, err = io.CopyBuffer(first(w), io.LimitReader(body, obj.Size), *buf)
 		copyBufs.Put(buf)
 	}
+	e.releaseLanes(lane + parts - 1)
 	e.m.bytes.Add(float64(n))
 	if s != nil {
 		s.settle(obj.Size, n)

@@ -31,63 +31,6 @@ var errChanged = errors.New("object changed during a split download")
 // splits reports whether the engine splits downloads at all.
 func (e *Engine) splits() bool { return e.ranges != nil && e.cfg.SplitParts > 1 }
 
-// reserveLocked takes, at dispatch, the idle lanes a planned pack whose
-// plan size is over SplitBytes will split over: taken later, when its first
-// response has come, they would be gone to the next candidates (every
-// worker takes one as soon as it is free). A plan without sizes splits with
-// the lanes idle when the response comes.
-func (e *Engine) reserveLocked(c *candidate) {
-	if !e.splits() || int64(c.sizeHint) <= e.cfg.SplitBytes {
-		return
-	}
-	extra := min(e.cfg.SplitParts-1, e.idleLanes)
-	if extra > 0 {
-		e.idleLanes -= extra
-		e.reserved[store.Ref{Kind: store.Pack, Crate: c.crate, CacheKey: c.key}] += extra
-	}
-}
-
-// finishLanes gives back a worker's lane and whatever its candidate's
-// download left of the lanes reserved for it.
-func (e *Engine) finishLanes(c *candidate) {
-	r := store.Ref{Kind: store.Pack, Crate: c.crate, CacheKey: c.key}
-	e.mu.Lock()
-	e.idleLanes += 1 + e.reserved[r]
-	delete(e.reserved, r)
-	e.wake.Broadcast()
-	e.mu.Unlock()
-}
-
-// takeParts decides how many parts r's object obj is fetched in, taking
-// the lanes its extra parts use (release them with releaseLanes(parts-1)):
-// those reserved for r at dispatch, then idle ones. A download never
-// waits for lanes: with none it is one part.
-func (e *Engine) takeParts(r store.Ref, obj s3source.Object) int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	held := e.reserved[r]
-	delete(e.reserved, r)
-	want := 0
-	if e.splits() && obj.Size > e.cfg.SplitBytes && obj.ETag != "" {
-		want = int(min(int64(e.cfg.SplitParts), obj.Size)) - 1
-	}
-	use := min(want, held)
-	extra := min(want-use, e.idleLanes)
-	e.idleLanes += held - use - extra
-	if held > use {
-		e.wake.Broadcast()
-	}
-	return 1 + use + extra
-}
-
-// releaseLanes gives n lanes back and wakes the workers waiting for one.
-func (e *Engine) releaseLanes(n int) {
-	e.mu.Lock()
-	e.idleLanes += n
-	e.wake.Broadcast()
-	e.mu.Unlock()
-}
-
 // copyParts writes obj into w in parts equal ranges at once: the first from
 // body (the first GET's, which it stops reading at the range's end), the
 // others from ranged GETs on their own goroutines, each pinned to obj's ETag
