@@ -1,13 +1,17 @@
 package wire
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"strings"
+)
 
 // UnmarshalJSON decodes an intent. kache's own intents (crate_names,
-// namespace and cargo_lock_deps of plain strings: kache-protocol.md 1.1),
-// which every plan request carries with hundreds of names, are read
-// directly, every string cut from one copy of the body; anything else
-// (another field, an escape, non-ASCII, a null list) is left to
-// encoding/json, with the same result (FuzzBuildIntent).
+// namespace and cargo_lock_deps of plain strings: kache-protocol.md 1.1, and
+// the sidecar's target, profile and toolchain), which every plan request
+// carries with hundreds of names, are read directly, every string cut from
+// one copy of the body; anything else (another field, an escape, non-ASCII,
+// a repeated field) is left to encoding/json, with the same result
+// (FuzzBuildIntent).
 func (in *BuildIntent) UnmarshalJSON(b []byte) error {
 	if plainIntent(b, in) {
 		return nil
@@ -28,9 +32,11 @@ func DecodePlainIntent(b []byte, in *BuildIntent) bool { return plainIntent(b, i
 // not valid JSON.
 func plainIntent(b []byte, in *BuildIntent) bool {
 	var (
-		names, deps bool
-		ns          bool
-		out         BuildIntent
+		// seen has a bit per field read: a repeated field is left to
+		// encoding/json, whose rule (the last wins, merged) is not worth
+		// repeating here.
+		seen uint8
+		out  BuildIntent
 	)
 	// One copy of the body: the names and versions are slices of it.
 	s := string(b)
@@ -52,30 +58,47 @@ func plainIntent(b []byte, in *BuildIntent) bool {
 			return false
 		}
 		i = skipSpace(b, i+1)
+		bit := intentField[key]
+		if bit == 0 || seen&bit != 0 {
+			return false // other fields, repeated fields: encoding/json's rules
+		}
+		seen |= bit
+		null := len(s) >= i+4 && s[i:i+4] == "null"
 		switch {
-		case key == "crate_names" && !names:
-			names = true
+		case null && (bit == fieldNames || bit == fieldNamespace || bit == fieldDeps):
+			// null empties a list or the namespace pointer, as
+			// encoding/json does; the zero value is already in out.
+			i += 4
+		case bit == fieldNames:
 			if out.CrateNames, i, ok = plainStrings(s, i); !ok {
 				return false
 			}
-		case key == "namespace" && !ns:
-			ns = true
-			if len(s) >= i+4 && s[i:i+4] == "null" {
-				i += 4
-				break
-			}
+		case bit == fieldNamespace:
 			v, j, ok := plainSlice(s, i)
 			if !ok {
 				return false
 			}
 			out.Namespace, i = &v, j
-		case key == "cargo_lock_deps" && !deps:
-			deps = true
+		case bit == fieldDeps:
 			if out.CargoLockDeps, i, ok = plainPairs(s, i); !ok {
 				return false
 			}
 		default:
-			return false // other fields, repeated fields: encoding/json's rules
+			// target, profile, toolchain: a null leaves the field as it
+			// was (encoding/json), which only the slow path keeps.
+			v, j, ok := plainSlice(s, i)
+			if !ok {
+				return false
+			}
+			switch bit {
+			case fieldTarget:
+				out.Target = v
+			case fieldProfile:
+				out.Profile = v
+			case fieldToolchain:
+				out.Toolchain = v
+			}
+			i = j
 		}
 		i = skipSpace(b, i)
 		if i < len(b) && b[i] == ',' {
@@ -87,16 +110,40 @@ func plainIntent(b []byte, in *BuildIntent) bool {
 		}
 		break
 	}
-	if names {
+	if seen&fieldNames != 0 {
 		in.CrateNames = out.CrateNames
 	}
-	if ns {
+	if seen&fieldNamespace != 0 {
 		in.Namespace = out.Namespace
 	}
-	if deps {
+	if seen&fieldDeps != 0 {
 		in.CargoLockDeps = out.CargoLockDeps
 	}
+	if seen&fieldTarget != 0 {
+		in.Target = out.Target
+	}
+	if seen&fieldProfile != 0 {
+		in.Profile = out.Profile
+	}
+	if seen&fieldToolchain != 0 {
+		in.Toolchain = out.Toolchain
+	}
 	return true
+}
+
+// The fields plainIntent reads, a bit each.
+const (
+	fieldNames uint8 = 1 << iota
+	fieldNamespace
+	fieldDeps
+	fieldTarget
+	fieldProfile
+	fieldToolchain
+)
+
+var intentField = map[string]uint8{
+	"crate_names": fieldNames, "namespace": fieldNamespace, "cargo_lock_deps": fieldDeps,
+	"target": fieldTarget, "profile": fieldProfile, "toolchain": fieldToolchain,
 }
 
 // plainSlice reads a string at s[i] without escapes, control characters or
@@ -122,7 +169,7 @@ func plainStrings(s string, i int) ([]string, int, bool) {
 	if i >= len(s) || s[i] != '[' {
 		return nil, i, false
 	}
-	out := make([]string, 0, 64)
+	out := make([]string, 0, listCap(s, i, "]", ","))
 	i = skipSpaceString(s, i+1)
 	if i < len(s) && s[i] == ']' {
 		return out, i + 1, true
@@ -150,7 +197,7 @@ func plainPairs(s string, i int) ([]LockDep, int, bool) {
 	if i >= len(s) || s[i] != '[' {
 		return nil, i, false
 	}
-	out := make([]LockDep, 0, 64)
+	out := make([]LockDep, 0, listCap(s, i, "]]", "["))
 	i = skipSpaceString(s, i+1)
 	if i < len(s) && s[i] == ']' {
 		return out, i + 1, true
@@ -186,6 +233,18 @@ func plainPairs(s string, i int) ([]LockDep, int, bool) {
 		}
 		return nil, i, false
 	}
+}
+
+// listCap guesses the length of the array at s[i] for a capacity: the
+// count of sep before the first end (one per element, give or take one; a
+// string holding either only spoils the guess). One fast pass over the
+// bytes saves the slice growing from empty through half a dozen copies.
+func listCap(s string, i int, end, sep string) int {
+	j := strings.Index(s[i:], end)
+	if j < 0 {
+		return 0
+	}
+	return strings.Count(s[i:i+j], sep) + 1
 }
 
 func skipSpaceString(s string, i int) int {

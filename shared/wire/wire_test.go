@@ -331,6 +331,9 @@ func FuzzBuildIntent(f *testing.F) {
 		`{"crate_names":["a"],"crate_names":["b"]}`, `{"Crate_Names":["a"]}`, `{"namespace":1}`,
 		`{"crate_names":["a"],"target":"x86_64-unknown-linux-gnu","profile":"release"}`,
 		`{"cargo_lock_deps":[["a","1","2"]]}`, `{"cargo_lock_deps":[["a"]]}`, `{"crate_names":[1]}`,
+		`{"crate_names":null,"namespace":null,"cargo_lock_deps":null}`, `{"target":null}`, `{"profile":"a","profile":"b"}`,
+		`{"crate_names":["a"],"namespace":"","cargo_lock_deps":[],"target":"x86_64-unknown-linux-gnu","profile":"release","toolchain":"1.82.0"}`,
+		`{"toolchain":"1.82.0","runner":{"repository":"r"}}`, `{"target":"\u0078"}`, `{"profile":7}`,
 	} {
 		f.Add(s)
 	}

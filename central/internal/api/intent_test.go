@@ -43,7 +43,8 @@ var intentCases = []struct {
 func TestDecodeIntent(t *testing.T) {
 	for _, tc := range intentCases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, fast := scanIntent([]byte(tc.body))
+			var in wire.BuildIntent
+			fast := wire.DecodePlainIntent([]byte(tc.body), &in)
 			if fast != tc.fast {
 				t.Errorf("scanned: %v, want %v", fast, tc.fast)
 			}
