@@ -370,3 +370,24 @@ func TestPlainIntentsTakeTheFastPath(t *testing.T) {
 		}
 	}
 }
+
+// appendString writes what encoding/json writes for a string, byte for
+// byte, through either path (plain or escaped).
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"", "serde_json", strings.Repeat("0123456789abcdef", 4), `a"b`, "<&>", "tab\there", "crate_é_with_a_long_name",
+		"a\u2028b", "abcdefgh\xff", "\x00\x7f\x80", "12345678\\"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendString([]byte("x"), s); !bytes.Equal(got[1:], want) {
+			t.Fatalf("%q: %s, encoding/json %s", s, got[1:], want)
+		}
+		if plain(s) && string(want) != `"`+s+`"` {
+			t.Fatalf("%q is not plain: encoding/json writes %s", s, want)
+		}
+	})
+}

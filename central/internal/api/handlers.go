@@ -128,7 +128,7 @@ func (s *Server) answerPlan(ctx *fasthttp.RequestCtx, start time.Time, body []by
 		return err
 	}
 	head := len(out)
-	if out, err = appendTail(out, &plan); err != nil {
+	if out, err = plan.AppendTail(out); err != nil {
 		return fmt.Errorf("encode plan: %w", err)
 	}
 	if cacheable && outcome != planner.OutcomePlanningError {
