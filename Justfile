@@ -147,6 +147,11 @@ bench-sidecar:
     # cache and with central down (goal p99 < 50 ms), and peak RSS while prefetching about 2 GiB (goal < 64 MiB).
     KACHE_TOOLS_DIR="{{tools}}" go test -tags e2e -run '^$' -bench 'Sidecar(PlanLatency|PrefetchRSS)' -benchtime 1x -timeout 30m ./e2e/
 
+# Prefetch look-ahead against MinIO behind a proxy modelling a same-region bucket (40 ms to first byte, 20 MiB/s per response): 200 packs, Lookahead 0 vs 12, median wall times, their ratio and the model's prediction, peak GETs and bodies (KACHE_BENCH_NOSYNC=1: no fsync).
+bench-lookahead:
+    e2e/tools.sh minio >/dev/null
+    KACHE_TOOLS_DIR="{{tools}}" go test -tags e2e -run '^$' -bench BenchmarkPrefetchLookahead -benchtime 1x -timeout 10m ./sidecar/internal/prefetch/
+
 # S3 surface figures against direct MinIO, AWS SDK v2 client: local-hit GET throughput and p50, read-through and write-through time, peak RSS with 16 x 512 MiB streams, prefetch vs plain GETs to files and its CPU per GiB; each figure with its goal (KACHE_BENCH_NOSYNC=1: no fsync; ARGS e.g. -bench S3Surface/prefetch).
 bench-s3 *ARGS:
     e2e/tools.sh minio >/dev/null
