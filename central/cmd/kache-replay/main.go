@@ -46,6 +46,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	commits := fs.Int("commits", 0, "replay only the first N commits in build order (0 = all; a measurement aid)")
 	noSplit := fs.Bool("no-family-split", false, "the sidecar model does not split profile-less plans by profile nor prune by the build's first reads (a measurement aid)")
 	splitParts := fs.Int("split-parts", replay.DefaultTransferModel().SplitParts, "connections the sidecar fetches an object over 4 MiB over (its --prefetch-split-parts; 1: never split, the model before issue 10's split downloads)")
+	lookahead := fs.Int("lookahead", replay.DefaultTransferModel().Lookahead, "GETs the sidecar sends beyond its 12 connections before one is free (its --prefetch-lookahead; 0: none, the model before it)")
 	only := fs.String("only", "", "score only these policies (comma-separated; none is always scored); the results file then lacks the others")
 	quiet := fs.Bool("quiet", false, "no progress on stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
@@ -69,6 +70,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 
+	if *lookahead < 0 || *splitParts < 1 {
+		return fmt.Errorf("--lookahead %d, --split-parts %d: want at least 0 and 1", *lookahead, *splitParts)
+	}
 	started := time.Now()
 	ctx, err := replay.ParseContext(*context)
 	if err != nil {
@@ -85,6 +89,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	cfg.WarmLeadMs = warmLead.Milliseconds()
 	cfg.NoFamilySplit = *noSplit
 	cfg.Transfer.SplitParts = *splitParts
+	cfg.Transfer.Lookahead = *lookahead
 	if *only != "" {
 		cfg.Only = strings.Split(*only, ",")
 	}

@@ -85,6 +85,8 @@ func TestRunRejects(t *testing.T) {
 		{"unknown flag", []string{"--trace", "../../internal/replay/testdata/tiny", "--json", "x.json", "--experimental"}},
 		{"unknown context", []string{"--trace", "../../internal/replay/testdata/tiny", "--json", "x.json", "--context", "full"}},
 		{"warm lead without warm", []string{"--trace", "../../internal/replay/testdata/tiny", "--json", "x.json", "--context", "none", "--warm-lead", "20s"}},
+		{"negative look-ahead", []string{"--trace", "../../internal/replay/testdata/tiny", "--json", "x.json", "--lookahead", "-1"}},
+		{"no split parts", []string{"--trace", "../../internal/replay/testdata/tiny", "--json", "x.json", "--split-parts", "0"}},
 		{"from-git without repo", []string{"from-git", "--out", "x"}},
 	}
 	for _, tt := range tests {

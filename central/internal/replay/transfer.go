@@ -32,6 +32,12 @@ type TransferModel struct {
 	// 1 turns it off.
 	SplitBytes uint64 `json:"split_bytes"`
 	SplitParts int    `json:"split_parts"`
+	// Lookahead is the sidecar's prefetch look-ahead
+	// (--prefetch-lookahead): for a plan the sidecar fetches, that many
+	// GETs beyond Concurrency are sent before a lane is free, so their
+	// latency passes while other bodies stream; bodies still stream on at
+	// most Concurrency lanes (see Schedule). 0 turns it off.
+	Lookahead int `json:"lookahead"`
 
 	// sidecar says the plan is fetched by the sidecar's prefetch engine
 	// (set per policy), the only client that splits.
@@ -51,6 +57,7 @@ func DefaultTransferModel() TransferModel {
 		DeadlineMs:  300_000,
 		SplitBytes:  4 << 20,
 		SplitParts:  4,
+		Lookahead:   12,
 	}
 }
 
@@ -88,92 +95,90 @@ func (m TransferModel) Admit(cands []wire.PrefetchCandidate) []wire.PrefetchCand
 	return out
 }
 
-// Schedule runs the admitted candidates in plan order over Concurrency
-// connections, stopping at the deadline or once completed downloads reach
-// MaxBytes (in-flight downloads finish, as in kache). A sidecar's plan
-// splits its big objects (split).
+// Schedule runs the admitted candidates in plan order, as the client's
+// engine does: each candidate's GET is sent by the earliest free of
+// Concurrency + look-ahead workers, and its body streams on the earliest
+// free of Concurrency lanes once its response has come (LatencyMs after the
+// GET). It stops at the deadline or once completed downloads reach MaxBytes
+// (in-flight downloads finish, as in kache), both checked when a GET would
+// be sent. Without a look-ahead (kache's client) the worker and its lane
+// are one connection: a download ends LatencyMs + size/BytesPerMs after the
+// connection frees. Bodies get lanes in plan order: responses come in that
+// order (every GET pays the same latency), so the earliest free lane is
+// the one a plan-order queue would give.
 func (m TransferModel) Schedule(cands []wire.PrefetchCandidate, bucket *Bucket) []Download {
-	free := make([]float64, max(m.Concurrency, 1))
-	for i := range free {
-		free[i] = m.DispatchMs
+	lookahead := 0
+	if m.sidecar {
+		lookahead = max(m.Lookahead, 0)
 	}
-	slots := newHeap(func(a, b float64) bool { return a < b }, free...)
+	conns := max(m.Concurrency, 1)
+	at := func(n int) []float64 {
+		free := make([]float64, n)
+		for i := range free {
+			free[i] = m.DispatchMs
+		}
+		return free
+	}
+	workers := newHeap(func(a, b float64) bool { return a < b }, at(conns+lookahead)...)
+	lanes := newHeap(func(a, b float64) bool { return a < b }, at(conns)...)
 	running := newHeap(func(a, b finished) bool { return a.end < b.end })
 	var done uint64
 	out := make([]Download, 0, len(cands))
-	for i, c := range cands {
-		t := slots.Peek()
-		if m.DeadlineMs > 0 && t-m.DispatchMs >= m.DeadlineMs {
+	for _, c := range cands {
+		sent := workers.Peek()
+		if m.DeadlineMs > 0 && sent-m.DispatchMs >= m.DeadlineMs {
 			break
 		}
-		for running.Len() > 0 && running.Peek().end <= t {
+		for running.Len() > 0 && running.Peek().end <= sent {
 			done += running.Pop().size
 		}
 		if m.MaxBytes > 0 && done >= m.MaxBytes {
 			break
 		}
 		size, ok := bucket.Get(c.CrateName, c.CacheKey)
-		d := Download{Key: c.CacheKey, Crate: c.CrateName, Exists: ok, Size: size, StartMs: t, EndMs: t + m.Duration(size)}
-		if ok && m.splits(size) {
-			d.EndMs = m.split(slots, size, c.SizeBytes, len(cands)-i-1)
-		} else {
-			slots.ReplaceTop(d.EndMs)
+		d := Download{Key: c.CacheKey, Crate: c.CrateName, Exists: ok, Size: size, StartMs: sent, EndMs: sent + m.LatencyMs}
+		if ok {
+			d.EndMs = m.stream(lanes, size, sent+m.LatencyMs)
 		}
+		workers.ReplaceTop(d.EndMs)
 		running.Push(finished{end: d.EndMs, size: size})
 		out = append(out, d)
 	}
 	return out
 }
 
-// splits reports whether a download of size bytes is split.
-func (m TransferModel) splits(size uint64) bool {
-	return m.sidecar && m.SplitParts > 1 && size > m.SplitBytes
-}
-
-// split runs one download of size bytes starting on the earliest free
-// connection, as the sidecar's engine does, and returns when it ends. The
-// first GET's body fills the first of n equal ranges; the other n-1 are
-// ranged GETs sent when its response comes (LatencyMs later), each on a
-// connection of its own at the per-connection rate. Extra connections are
-// never waited for: a plan size over SplitBytes (hint) takes those idle at
-// the start; without one the split is decided at the response, when a
-// later candidate would have taken any connection freed meanwhile, so only
-// connections beyond what the rest of the plan (left candidates) takes are
-// used. The connections stay within Concurrency: the model has no total
-// bandwidth cap, and splitting adds none beyond the Concurrency x
-// BytesPerMs any client could use.
-func (m TransferModel) split(slots *minHeap[float64], size, hint uint64, left int) float64 {
-	t := slots.Pop()
-	want := int(min(uint64(m.SplitParts), size)) - 1
-	var extra []float64
-	if hint > m.SplitBytes {
-		for len(extra) < want && slots.Len() > 0 && slots.Peek() <= t {
-			extra = append(extra, slots.Pop())
-		}
-	} else {
-		response := t + m.LatencyMs
-		var idle []float64
-		for slots.Len() > 0 && slots.Peek() <= response {
-			idle = append(idle, slots.Pop())
-		}
-		// The earliest free go to the next candidates; the rest, if any,
-		// are the split's.
-		take := min(want, max(len(idle)-left, 0))
-		extra = idle[len(idle)-take:]
-		for _, f := range idle[:len(idle)-take] {
-			slots.Push(f)
+// stream runs one body of size bytes whose response came at response on
+// the earliest free lane and returns when it ends. A split download (see
+// splits) also takes, without waiting, up to SplitParts-1 more lanes idle
+// when its body starts: the first part streams the first of n equal ranges
+// at once, the others are ranged GETs sent then (LatencyMs each). The model
+// has no total bandwidth cap, and the parts add none beyond the Concurrency
+// x BytesPerMs any client could use.
+func (m TransferModel) stream(lanes *minHeap[float64], size uint64, response float64) float64 {
+	body := max(response, lanes.Pop())
+	var extra int
+	if m.splits(size) {
+		want := int(min(uint64(m.SplitParts), size)) - 1
+		for extra < want && lanes.Len() > 0 && lanes.Peek() <= body {
+			lanes.Pop()
+			extra++
 		}
 	}
-	n := uint64(len(extra)) + 1
-	end := t + m.LatencyMs + float64(size/n)/m.BytesPerMs
-	slots.Push(end)
+	n := uint64(extra) + 1
+	end := body + float64(size/n)/m.BytesPerMs
+	lanes.Push(end)
 	for k := range extra {
 		part := size*uint64(k+2)/n - size*uint64(k+1)/n
-		e := t + 2*m.LatencyMs + float64(part)/m.BytesPerMs
-		slots.Push(e)
+		e := body + m.LatencyMs + float64(part)/m.BytesPerMs
+		lanes.Push(e)
 		end = max(end, e)
 	}
 	return end
+}
+
+// splits reports whether a download of size bytes is split.
+func (m TransferModel) splits(size uint64) bool {
+	return m.sidecar && m.SplitParts > 1 && size > m.SplitBytes
 }
 
 // finished is a download in flight: when it ends and what it adds to the
