@@ -54,6 +54,16 @@ fuzz FUZZTIME="30s":
     go test ./central/internal/api -run '^$' -fuzz FuzzManifestRequest -fuzztime {{FUZZTIME}}
     go test ./shared/cargolock -run '^$' -fuzz FuzzParse -fuzztime {{FUZZTIME}} -fuzzminimizetime 1s
     go test ./shared/layout -run '^$' -fuzz FuzzParseEntryManifestKey -fuzztime {{FUZZTIME}}
+    go test ./shared/wire -run '^$' -fuzz FuzzLockDep -fuzztime {{FUZZTIME}}
+    go test ./shared/wire -run '^$' -fuzz FuzzBuildIntent -fuzztime {{FUZZTIME}}
+    go test ./shared/wire -run '^$' -fuzz FuzzAppendString -fuzztime {{FUZZTIME}}
+    go test ./central/internal/api -run '^$' -fuzz FuzzDecodeIntent -fuzztime {{FUZZTIME}}
+    go test ./central/internal/store -run '^$' -fuzz FuzzDecodeIdentity -fuzztime {{FUZZTIME}}
+    go test ./central/internal/store -run '^$' -fuzz FuzzDecodeEntry -fuzztime {{FUZZTIME}}
+    go test ./central/internal/store -run '^$' -fuzz FuzzKeyCodecs -fuzztime {{FUZZTIME}}
+    go test ./sidecar/internal/hints -run '^$' -fuzz FuzzValueRoundTrip -fuzztime {{FUZZTIME}}
+    go test ./sidecar/internal/packmeta -run '^$' -fuzz FuzzSniffer -fuzztime {{FUZZTIME}}
+    go test ./sidecar/internal/sigv4 -run '^$' -fuzz FuzzChunkedReader -fuzztime {{FUZZTIME}}
 
 # Central's benchmark over 1,000,000 keys: ingest rate, plans at a fleet's load while builds land (open loop), cached and uncached closed loop, peak RSS; each figure against its goal.
 bench-central *ARGS:
