@@ -57,6 +57,7 @@ fuzz FUZZTIME="30s":
     go test ./shared/wire -run '^$' -fuzz FuzzLockDep -fuzztime {{FUZZTIME}}
     go test ./shared/wire -run '^$' -fuzz FuzzBuildIntent -fuzztime {{FUZZTIME}}
     go test ./shared/wire -run '^$' -fuzz FuzzAppendString -fuzztime {{FUZZTIME}}
+    go test ./shared/wire -run '^$' -fuzz FuzzDecodePlan -fuzztime {{FUZZTIME}}
     go test ./central/internal/api -run '^$' -fuzz FuzzDecodeIntent -fuzztime {{FUZZTIME}}
     go test ./central/internal/store -run '^$' -fuzz FuzzDecodeIdentity -fuzztime {{FUZZTIME}}
     go test ./central/internal/store -run '^$' -fuzz FuzzDecodeEntry -fuzztime {{FUZZTIME}}

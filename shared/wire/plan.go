@@ -258,6 +258,15 @@ var ErrPlanRejected = errors.New("plan rejected")
 // 1.5): disposition required and valid, candidates absent or an array (never
 // null), every candidate with cache_key and crate_name, numbers unsigned.
 func DecodePlan(data []byte) (PrefetchPlan, error) {
+	if p, ok := plainPlan(data); ok {
+		return p, nil
+	}
+	return decodePlanJSON(data)
+}
+
+// decodePlanJSON is DecodePlan through encoding/json: every plan plainPlan
+// does not take, and the reference it is fuzzed against.
+func decodePlanJSON(data []byte) (PrefetchPlan, error) {
 	var raw struct {
 		PlanID      *string         `json:"plan_id"`
 		Planner     *string         `json:"planner"`

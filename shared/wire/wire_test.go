@@ -7,6 +7,7 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -390,4 +391,93 @@ func FuzzAppendString(f *testing.F) {
 			t.Fatalf("%q is not plain: encoding/json writes %s", s, want)
 		}
 	})
+}
+
+// The fast path for plans decodes exactly what encoding/json decodes, and
+// takes only what DecodePlan accepts.
+func FuzzDecodePlan(f *testing.F) {
+	golden, err := os.ReadFile("testdata/execute_plan.json")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(string(golden))
+	d := uint32(4)
+	p := PrefetchPlan{PlanID: "p-1", Planner: "kache-service", Disposition: Execute, Stats: &PlanStats{IntentCrates: 3, Truncated: []string{"max_keys"}},
+		Candidates: []PrefetchCandidate{{CacheKey: strings.Repeat("ab", 32), CrateName: "serde", CompileTimeMs: 12, SizeBytes: 3456, Source: SourceShard, DemandIndex: &d},
+			{CacheKey: "k", CrateName: "c", Source: SourceManifest}}}
+	b, _ := p.AppendJSON(nil)
+	f.Add(string(b))
+	for _, s := range []string{
+		`{"disposition":"do_nothing"}`, `{"disposition":"execute","candidates":[]}`, `{}`, `{"disposition":"Execute"}`,
+		`{"disposition":"execute","candidates":null}`, `{"disposition":"execute","candidates":[{"cache_key":"k"}]}`,
+		`{"disposition":"execute","candidates":[{"cache_key":"k","crate_name":"c","size_bytes":-1}]}`,
+		`{"disposition":"execute","candidates":[{"cache_key":"k","crate_name":"c","compile_time_ms":1.5}]}`,
+		`{"disposition":"execute","candidates":[{"cache_key":"k","crate_name":"c","demand_index":4294967296}]}`,
+		`{"disposition":"execute","candidates":[{"cache_key":"k","crate_name":"c","size_bytes":18446744073709551615}]}`,
+		`{"disposition":"execute","candidates":[{"cache_key":"k","crate_name":"c","source":"telepathy","size_bytes":012}]}`,
+		`{"disposition":"execute","disposition":"do_nothing"}`, `{"disposition":"execute","stats":{"truncated":["a}"]},"x":1}`,
+		` { "plan_id" : "p" , "disposition" : "use_fallback" , "candidates" : [ { "crate_name" : "c" , "cache_key" : "k" } ] } `,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		fast, ok := plainPlan([]byte(s))
+		slow, err := decodePlanJSON([]byte(s))
+		if !ok {
+			return
+		}
+		if err != nil {
+			t.Fatalf("%q: the fast path took what encoding/json refuses: %v", s, err)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("%q:\nfast %+v\nslow %+v", s, fast, slow)
+		}
+	})
+}
+
+// Central's plans take the fast path.
+func TestCentralPlansTakeTheFastPath(t *testing.T) {
+	d := uint32(1)
+	p := PrefetchPlan{PlanID: "p", Planner: "kache-service", Disposition: Execute, Stats: &PlanStats{FromShards: 1},
+		Candidates: []PrefetchCandidate{{CacheKey: strings.Repeat("0f", 32), CrateName: "tokio", CompileTimeMs: 1, SizeBytes: 2, Source: SourceHistory, DemandIndex: &d}}}
+	b, err := p.AppendJSON(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok := plainPlan(b)
+	if !ok || !reflect.DeepEqual(got, p) {
+		t.Fatalf("fast path: %v, %+v", ok, got)
+	}
+}
+
+// BenchmarkDecodePlan decodes a 500-candidate plan as central writes it
+// (about 80 KB): the fast path against encoding/json.
+func BenchmarkDecodePlan(b *testing.B) {
+	p := PrefetchPlan{PlanID: "plan-1", Planner: "kache-service", Disposition: Execute, Stats: &PlanStats{IntentCrates: 500}}
+	for i := range 500 {
+		d := uint32(i)
+		p.Candidates = append(p.Candidates, PrefetchCandidate{CacheKey: strings.Repeat("ab", 32), CrateName: "crate_" + strconv.Itoa(i),
+			CompileTimeMs: uint64(i * 37), SizeBytes: uint64(i * 7919), Source: SourceShard, DemandIndex: &d})
+	}
+	body, err := p.AppendJSON(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, fast := range []bool{true, false} {
+		b.Run(map[bool]string{true: "fast", false: "encoding-json"}[fast], func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				var got PrefetchPlan
+				var err error
+				if fast {
+					got, err = DecodePlan(body)
+				} else {
+					got, err = decodePlanJSON(body)
+				}
+				if err != nil || len(got.Candidates) != 500 {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
