@@ -319,3 +319,7 @@ func (c *Client) do(ctx context.Context, url string, body []byte, encoding strin
 	}
 	return c.http.Do(req)
 }
+
+// HTTPStatus is the answer's status, for callers that tell a refusal (4xx)
+// from a failure without importing this package.
+func (e *StatusError) HTTPStatus() int { return e.Code }

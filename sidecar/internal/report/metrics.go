@@ -12,7 +12,7 @@ type result string
 const (
 	resultSent             result = "sent"
 	resultDroppedFull      result = "dropped_full"       // queue (or its byte budget) full
-	resultDroppedError     result = "dropped_error"      // central failed or refused it
+	resultDroppedError     result = "dropped_error"      // central refused it, or it was the oldest held past HeldEntries
 	resultDroppedNoCentral result = "dropped_no_central" // no central configured
 	resultDroppedShutdown  result = "dropped_shutdown"   // Stop ran out of time, or it came after Stop
 	resultInvalid          result = "invalid"            // not JSON, too large, or a pack without a usable meta
@@ -21,6 +21,7 @@ const (
 type metrics struct {
 	reports *prometheus.CounterVec
 	queue   prometheus.GaugeFunc
+	held    prometheus.GaugeFunc
 	// counters holds every series of reports, so counting looks nothing up.
 	counters map[kind]map[result]prometheus.Counter
 }
@@ -30,7 +31,7 @@ var (
 	results = []result{resultSent, resultDroppedFull, resultDroppedError, resultDroppedNoCentral, resultDroppedShutdown, resultInvalid}
 )
 
-func newMetrics(reg prometheus.Registerer, queueLen func() float64) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, queueLen, heldEntries func() float64) (*metrics, error) {
 	m := &metrics{
 		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kache_sidecar_report_total",
@@ -40,6 +41,10 @@ func newMetrics(reg prometheus.Registerer, queueLen func() float64) (*metrics, e
 			Name: "kache_sidecar_report_queue_length",
 			Help: "Reports waiting in the queue to central.",
 		}, queueLen),
+		held: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "kache_sidecar_report_held_entries",
+			Help: "Manifest entries held for another try while central fails (bounded by the reporter's HeldEntries).",
+		}, heldEntries),
 	}
 	// Every series exists from the start, so a rate over them works.
 	m.counters = make(map[kind]map[result]prometheus.Counter, len(kinds))
@@ -52,7 +57,7 @@ func newMetrics(reg prometheus.Registerer, queueLen func() float64) (*metrics, e
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.reports, m.queue} {
+	for _, c := range []prometheus.Collector{m.reports, m.queue, m.held} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register report metrics: %w", err)
 		}

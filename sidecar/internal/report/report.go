@@ -6,8 +6,13 @@
 // into observed manifests.
 //
 // Reporting never slows a request: the surface's calls only enqueue, and one
-// worker goroutine talks to central. What cannot be queued or sent is
-// dropped and counted; the bucket crawl remains the source of truth.
+// worker goroutine talks to central. While central fails, what it could not
+// take is held (up to Config.HeldEntries manifest entries) and sent again,
+// oldest first, once it answers; what cannot be queued or held is dropped
+// and counted, and the bucket crawl remains the source of truth. Held
+// reports matter: the crawl learns a pack's key but not its target and
+// profile, so a build that landed during an outage would otherwise lose to
+// older, tagged keys in central's plans.
 package report
 
 import (
@@ -59,10 +64,14 @@ type Config struct {
 	SendTimeout time.Duration
 	// Runner is the CI context added to every report that has none.
 	Runner *wire.RunnerContext
+	// HeldEntries bounds the manifest entries held for another try while
+	// central fails (about 200 bytes each); the oldest reports go first.
+	// Default 50,000.
+	HeldEntries int
 }
 
 func (c Config) withDefaults() (Config, error) {
-	if c.QueueLen < 0 || c.MaxBodyBytes < 0 || c.MaxQueuedBytes < 0 || c.FlushInterval < 0 || c.BatchSize < 0 || c.SendTimeout < 0 {
+	if c.QueueLen < 0 || c.MaxBodyBytes < 0 || c.MaxQueuedBytes < 0 || c.FlushInterval < 0 || c.BatchSize < 0 || c.SendTimeout < 0 || c.HeldEntries < 0 {
 		return c, fmt.Errorf("report config: negative value in %+v", c)
 	}
 	if c.QueueLen == 0 {
@@ -83,6 +92,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.SendTimeout == 0 {
 		c.SendTimeout = 10 * time.Second
+	}
+	if c.HeldEntries == 0 {
+		c.HeldEntries = 50_000
 	}
 	return c, nil
 }
@@ -135,7 +147,24 @@ type Reporter struct {
 	pending  map[string]*wire.BuildManifest // observed packs by dims key
 	failing  bool
 	failures int
+	// held are the reports central could not take, oldest first, with
+	// their entries counted in heldEntries (read by the gauge); they are
+	// tried again at retryAt, backing off while central keeps failing.
+	held        []heldReport
+	heldEntries atomic.Int64
+	retryAt     time.Time
+	backoff     time.Duration
 }
+
+// heldReport is a manifest standing for n reports of one kind.
+type heldReport struct {
+	kind kind
+	m    *wire.BuildManifest
+	n    int
+}
+
+// maxBackoff bounds the wait between two tries while central fails.
+const maxBackoff = time.Minute
 
 // New builds a Reporter; nothing is sent before Start.
 func New(cfg Config, deps Deps) (*Reporter, error) {
@@ -164,7 +193,8 @@ func New(cfg Config, deps Deps) (*Reporter, error) {
 	if r.central != nil {
 		r.queue = make(chan item, cfg.QueueLen)
 	}
-	r.metrics, err = newMetrics(deps.Registerer, func() float64 { return float64(len(r.queue)) })
+	r.metrics, err = newMetrics(deps.Registerer, func() float64 { return float64(len(r.queue)) },
+		func() float64 { return float64(r.heldEntries.Load()) })
 	if err != nil {
 		return nil, err
 	}
@@ -286,6 +316,7 @@ func (r *Reporter) run(ctx context.Context) {
 			r.handle(ctx, it)
 		case <-tick.C:
 			r.flushPacks(ctx)
+			r.retryHeld(ctx, false)
 		case <-r.quit:
 			r.drain(ctx)
 			return
@@ -303,6 +334,12 @@ func (r *Reporter) drain(ctx context.Context) {
 			r.handle(ctx, it)
 		default:
 			r.flushPacks(ctx)
+			r.retryHeld(ctx, true)
+			for _, h := range r.held {
+				r.metrics.count(h.kind, resultDroppedShutdown, h.n)
+			}
+			r.held = nil
+			r.heldEntries.Store(0)
 			return
 		}
 	}
@@ -391,34 +428,101 @@ func (r *Reporter) sendPacks(ctx context.Context, m *wire.BuildManifest) {
 }
 
 // send posts m, which stands for n reports of kind k, and counts the
-// outcome. A failure is logged once per streak of failures.
+// outcome. While reports are held (central failing) it joins them instead,
+// so they reach central in order and a failing central is not asked more
+// often than the backoff allows.
 func (r *Reporter) send(ctx context.Context, k kind, m *wire.BuildManifest, n int) {
 	if ctx.Err() != nil {
 		r.metrics.count(k, resultDroppedShutdown, n)
 		return
 	}
+	if len(r.held) == 0 && r.post(ctx, k, m, n) {
+		return
+	}
+	if len(r.held) == 0 {
+		r.backoff = r.cfg.FlushInterval
+		r.retryAt = r.now().Add(r.backoff)
+	}
+	r.failures += n
+	r.hold(k, m, n)
+}
+
+// post sends one report and counts its outcome unless central failed
+// (false): then the caller holds it.
+func (r *Reporter) post(ctx context.Context, k kind, m *wire.BuildManifest, n int) bool {
 	sctx, cancel := context.WithTimeout(ctx, r.cfg.SendTimeout)
 	res, err := r.central.PostManifest(sctx, m)
 	cancel()
-	if err != nil {
-		if ctx.Err() != nil {
-			r.metrics.count(k, resultDroppedShutdown, n)
-			return
-		}
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		r.metrics.count(k, resultDroppedShutdown, n)
+		return true
+	case refused(err):
+		// Central read it and said no: another try gets the same answer.
 		r.metrics.count(k, resultDroppedError, n)
-		r.failures += n
+		r.log.Warn("central refused a report", "kind", k, "manifest_key", m.ManifestKey, "error", err)
+		return true
+	default:
 		if !r.failing {
 			r.failing = true
-			r.log.Warn("reporting to central failed; dropping reports until it works again", "kind", k, "manifest_key", m.ManifestKey, "error", err)
+			r.log.Warn("reporting to central failed; holding reports until it works again", "kind", k, "manifest_key", m.ManifestKey, "error", err)
 		}
-		return
+		return false
 	}
 	r.metrics.count(k, resultSent, n)
-	if r.failing {
-		r.log.Info("reporting to central works again", "dropped", r.failures)
+	r.log.Debug("reported to central", "kind", k, "manifest_key", m.ManifestKey, "entries", len(m.Entries), "stored", res.Stored, "new", res.New)
+	return true
+}
+
+// hold keeps a report for another try, dropping (and counting) the oldest
+// when the held entries would pass HeldEntries.
+func (r *Reporter) hold(k kind, m *wire.BuildManifest, n int) {
+	r.held = append(r.held, heldReport{kind: k, m: m, n: n})
+	total := r.heldEntries.Add(weight(m))
+	for total > int64(r.cfg.HeldEntries) && len(r.held) > 0 {
+		old := r.held[0]
+		r.held = r.held[1:]
+		total = r.heldEntries.Add(-weight(old.m))
+		r.metrics.count(old.kind, resultDroppedError, old.n)
+	}
+}
+
+// weight is what a held manifest counts against HeldEntries.
+func weight(m *wire.BuildManifest) int64 { return int64(len(m.Entries) + 1) }
+
+// retryHeld sends the held reports, oldest first, until central fails
+// again (then it backs off, doubling up to maxBackoff). force ignores the
+// backoff (Stop gives central one last chance).
+func (r *Reporter) retryHeld(ctx context.Context, force bool) {
+	if len(r.held) == 0 || !force && r.now().Before(r.retryAt) {
+		return
+	}
+	for len(r.held) > 0 && ctx.Err() == nil {
+		h := r.held[0]
+		if !r.post(ctx, h.kind, h.m, h.n) {
+			r.backoff = min(max(2*r.backoff, r.cfg.FlushInterval), maxBackoff)
+			r.retryAt = r.now().Add(r.backoff)
+			return
+		}
+		r.held = r.held[1:]
+		r.heldEntries.Add(-weight(h.m))
+	}
+	if len(r.held) == 0 && r.failing {
+		r.log.Info("reporting to central works again", "held_and_sent", r.failures)
 		r.failing, r.failures = false, 0
 	}
-	r.log.Debug("reported to central", "kind", k, "manifest_key", m.ManifestKey, "entries", len(m.Entries), "stored", res.Stored, "new", res.New)
+}
+
+// refused reports whether central answered the report with a client error
+// other than 408 and 429: it read the report and will not take it.
+func refused(err error) bool {
+	var s interface{ HTTPStatus() int }
+	if !errors.As(err, &s) {
+		return false
+	}
+	c := s.HTTPStatus()
+	return c >= 400 && c < 500 && c != 408 && c != 429
 }
 
 func (r *Reporter) created() string {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -472,38 +473,112 @@ func TestStopWithoutStart(t *testing.T) {
 	}
 }
 
-func TestCentralErrors(t *testing.T) {
+// statusErr is central's answer with a status, as central.StatusError
+// reports it.
+type statusErr int
+
+func (e statusErr) Error() string   { return fmt.Sprintf("central answered %d", int(e)) }
+func (e statusErr) HTTPStatus() int { return int(e) }
+
+// manifestKeys are the manifest keys central received, in order.
+func (f *fakeCentral) manifestKeys() []string {
+	var keys []string
+	for _, raw := range f.received() {
+		var m wire.BuildManifest
+		_ = json.Unmarshal(raw, &m)
+		keys = append(keys, m.ManifestKey)
+	}
+	return keys
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not reached in 10 s: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// What central could not take while it failed reaches it, in order, once
+// it answers again; a refusal (4xx) is not sent again.
+func TestHeldReportsReachCentralWhenItRecovers(t *testing.T) {
 	var logs bytes.Buffer
 	f := newFake()
-	f.set(false, errors.New("central returned an error status: 503"))
-	r, err := New(Config{}, Deps{Central: f, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	f.set(false, errors.New("connection refused"))
+	r, err := New(Config{FlushInterval: 10 * time.Millisecond}, Deps{Central: f, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	start(t, r)
-	put := func(n int) {
-		for range n {
-			r.ManifestPut("host.json", []byte(`{"entries":[]}`))
-		}
-		f.waitCalls(t, n)
+	for _, k := range []string{"a", "b", "c"} {
+		r.ManifestPut(k+".json", []byte(`{"entries":[]}`))
 	}
-	put(3)
+	eventually(t, "three reports held", func() bool { return r.heldEntries.Load() == 3 })
 	f.set(false, nil)
-	put(2)
-	f.set(false, errors.New("connection refused"))
-	put(2)
-	stop(t, r)
-	if got := count(r, kindManifest, resultDroppedError); got != 5 {
-		t.Errorf("dropped_error = %d, want 5", got)
+	eventually(t, "held reports sent", func() bool { return len(f.received()) == 3 })
+	if got := f.manifestKeys(); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Errorf("central received %v, want a, b, c in order", got)
 	}
-	if got := count(r, kindManifest, resultSent); got != 2 {
-		t.Errorf("sent = %d, want 2", got)
+	f.set(false, statusErr(422))
+	r.ManifestPut("refused.json", []byte(`{"entries":[]}`))
+	eventually(t, "refusal counted", func() bool { return count(r, kindManifest, resultDroppedError) == 1 })
+	f.set(false, nil)
+	r.ManifestPut("d.json", []byte(`{"entries":[]}`))
+	eventually(t, "next report sent", func() bool { return len(f.received()) == 4 })
+	stop(t, r)
+	if got := f.manifestKeys(); !slices.Equal(got, []string{"a", "b", "c", "d"}) {
+		t.Errorf("central received %v: the refused report was sent again", got)
+	}
+	if got := count(r, kindManifest, resultSent); got != 4 {
+		t.Errorf("sent = %d, want 4", got)
 	}
 	if warns := strings.Count(logs.String(), "level=WARN"); warns != 2 {
-		t.Errorf("%d warnings for two failure streaks, want 2:\n%s", warns, logs.String())
+		t.Errorf("%d warnings (one failure streak, one refusal), want 2:\n%s", warns, logs.String())
 	}
-	if !strings.Contains(logs.String(), "dropped=3") {
+	if !strings.Contains(logs.String(), "held_and_sent=3") {
 		t.Errorf("recovery not logged with its count:\n%s", logs.String())
+	}
+}
+
+// Held reports are bounded: past HeldEntries the oldest go, counted; what
+// is still held when the reporter stops with central down is counted too.
+func TestHeldReportsAreBounded(t *testing.T) {
+	f := newFake()
+	f.set(false, statusErr(503))
+	r := newReporter(t, Config{FlushInterval: time.Hour, HeldEntries: 3}, f)
+	start(t, r)
+	for _, k := range []string{"a", "b", "c", "d", "e"} {
+		r.ManifestPut(k+".json", []byte(`{"entries":[]}`))
+	}
+	eventually(t, "two oldest dropped", func() bool { return count(r, kindManifest, resultDroppedError) == 2 })
+	if got := r.heldEntries.Load(); got != 3 {
+		t.Errorf("%d entries held, want 3", got)
+	}
+	stop(t, r)
+	if got := count(r, kindManifest, resultDroppedShutdown); got != 3 {
+		t.Errorf("dropped_shutdown = %d, want the 3 held", got)
+	}
+	if len(f.received()) != 0 || r.heldEntries.Load() != 0 {
+		t.Errorf("received %d, %d still held", len(f.received()), r.heldEntries.Load())
+	}
+}
+
+// Stop gives central one last chance with what is held.
+func TestStopSendsHeldReports(t *testing.T) {
+	f := newFake()
+	f.set(false, errors.New("connection refused"))
+	r := newReporter(t, Config{FlushInterval: time.Hour}, f)
+	start(t, r)
+	r.ManifestPut("a.json", []byte(`{"entries":[]}`))
+	r.ManifestPut("b.json", []byte(`{"entries":[]}`))
+	eventually(t, "two held", func() bool { return r.heldEntries.Load() == 2 })
+	f.set(false, nil)
+	stop(t, r)
+	if got := f.manifestKeys(); !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("central received %v at Stop, want a, b", got)
 	}
 }
 
