@@ -164,7 +164,7 @@ type heldReport struct {
 }
 
 // maxBackoff bounds the wait between two tries while central fails.
-const maxBackoff = time.Minute
+const maxBackoff = 30 * time.Second
 
 // New builds a Reporter; nothing is sent before Start.
 func New(cfg Config, deps Deps) (*Reporter, error) {
