@@ -1,9 +1,6 @@
 package wire
 
-import (
-	"encoding/json"
-	"strings"
-)
+import "encoding/json"
 
 // UnmarshalJSON decodes an intent. kache's own intents (crate_names,
 // namespace and cargo_lock_deps of plain strings: kache-protocol.md 1.1, and
@@ -40,57 +37,33 @@ func plainIntent(b []byte, in *BuildIntent) bool {
 	)
 	// One copy of the body: the names and versions are slices of it.
 	s := string(b)
-	i := skipSpace(b, 0)
-	if i >= len(b) || b[i] != '{' {
-		return false
-	}
-	i = skipSpace(b, i+1)
-	if i < len(b) && b[i] == '}' {
-		return skipSpace(b, i+1) == len(b)
-	}
-	for {
-		key, j, ok := plainSlice(s, i)
-		if !ok {
-			return false
-		}
-		i = skipSpace(b, j)
-		if i >= len(b) || b[i] != ':' {
-			return false
-		}
-		i = skipSpace(b, i+1)
+	end, ok := eachMember(s, skipSpaceString(s, 0), func(key string, i int) (int, bool) {
 		bit := intentField[key]
 		if bit == 0 || seen&bit != 0 {
-			return false // other fields, repeated fields: encoding/json's rules
+			return i, false // other fields, repeated fields: encoding/json's rules
 		}
 		seen |= bit
-		null := len(s) >= i+4 && s[i:i+4] == "null"
-		switch {
-		case null && (bit == fieldNames || bit == fieldNamespace || bit == fieldDeps):
+		if len(s) >= i+4 && s[i:i+4] == "null" && (bit == fieldNames || bit == fieldNamespace || bit == fieldDeps) {
 			// null empties a list or the namespace pointer, as
 			// encoding/json does; the zero value is already in out.
-			i += 4
-		case bit == fieldNames:
-			if out.CrateNames, i, ok = plainStrings(s, i); !ok {
-				return false
-			}
-		case bit == fieldNamespace:
-			v, j, ok := plainSlice(s, i)
-			if !ok {
-				return false
-			}
-			out.Namespace, i = &v, j
-		case bit == fieldDeps:
-			if out.CargoLockDeps, i, ok = plainPairs(s, i); !ok {
-				return false
-			}
+			return i + 4, true
+		}
+		var ok bool
+		switch bit {
+		case fieldNames:
+			out.CrateNames, i, ok = plainStrings(s, i)
+		case fieldDeps:
+			out.CargoLockDeps, i, ok = plainPairs(s, i)
 		default:
-			// target, profile, toolchain: a null leaves the field as it
+			// A null target, profile or toolchain leaves the field as it
 			// was (encoding/json), which only the slow path keeps.
-			v, j, ok := plainSlice(s, i)
-			if !ok {
-				return false
+			var v string
+			if v, i, ok = plainSlice(s, i); !ok {
+				break
 			}
 			switch bit {
+			case fieldNamespace:
+				out.Namespace = &v
 			case fieldTarget:
 				out.Target = v
 			case fieldProfile:
@@ -98,17 +71,11 @@ func plainIntent(b []byte, in *BuildIntent) bool {
 			case fieldToolchain:
 				out.Toolchain = v
 			}
-			i = j
 		}
-		i = skipSpace(b, i)
-		if i < len(b) && b[i] == ',' {
-			i = skipSpace(b, i+1)
-			continue
-		}
-		if i >= len(b) || b[i] != '}' || skipSpace(b, i+1) != len(b) {
-			return false
-		}
-		break
+		return i, ok
+	})
+	if !ok || skipSpaceString(s, end) != len(s) {
+		return false
 	}
 	if seen&fieldNames != 0 {
 		in.CrateNames = out.CrateNames
@@ -146,110 +113,35 @@ var intentField = map[string]uint8{
 	"target": fieldTarget, "profile": fieldProfile, "toolchain": fieldToolchain,
 }
 
-// plainSlice reads a string at s[i] without escapes, control characters or
-// non-ASCII bytes, as a slice of s.
-func plainSlice(s string, i int) (string, int, bool) {
-	if i >= len(s) || s[i] != '"' {
-		return "", i, false
-	}
-	for j := i + 1; j < len(s); j++ {
-		switch c := s[j]; {
-		case c == '"':
-			return s[i+1 : j], j + 1, true
-		case c == '\\' || c < 0x20 || c >= 0x80:
-			return "", i, false
-		}
-	}
-	return "", i, false
-}
-
 // plainStrings reads an array of plain strings at s[i]; an empty array is
 // an empty slice, as encoding/json makes it.
 func plainStrings(s string, i int) ([]string, int, bool) {
-	if i >= len(s) || s[i] != '[' {
-		return nil, i, false
-	}
 	out := make([]string, 0, listCap(s, i, "]", ","))
-	i = skipSpaceString(s, i+1)
-	if i < len(s) && s[i] == ']' {
-		return out, i + 1, true
-	}
-	for {
+	end, ok := eachElement(s, i, func(i int) (int, bool) {
 		v, j, ok := plainSlice(s, i)
-		if !ok {
-			return nil, i, false
-		}
 		out = append(out, v)
-		i = skipSpaceString(s, j)
-		if i < len(s) && s[i] == ',' {
-			i = skipSpaceString(s, i+1)
-			continue
-		}
-		if i < len(s) && s[i] == ']' {
-			return out, i + 1, true
-		}
-		return nil, i, false
-	}
+		return j, ok
+	})
+	return out, end, ok
 }
 
 // plainPairs reads an array of [name, version] pairs of plain strings.
 func plainPairs(s string, i int) ([]LockDep, int, bool) {
-	if i >= len(s) || s[i] != '[' {
-		return nil, i, false
-	}
 	out := make([]LockDep, 0, listCap(s, i, "]]", "["))
-	i = skipSpaceString(s, i+1)
-	if i < len(s) && s[i] == ']' {
-		return out, i + 1, true
-	}
-	for {
-		if i >= len(s) || s[i] != '[' {
-			return nil, i, false
-		}
-		name, j, ok := plainSlice(s, skipSpaceString(s, i+1))
-		if !ok {
-			return nil, i, false
-		}
-		i = skipSpaceString(s, j)
-		if i >= len(s) || s[i] != ',' {
-			return nil, i, false
-		}
-		version, j, ok := plainSlice(s, skipSpaceString(s, i+1))
-		if !ok {
-			return nil, i, false
-		}
-		i = skipSpaceString(s, j)
-		if i >= len(s) || s[i] != ']' {
-			return nil, i, false
-		}
-		out = append(out, LockDep{Name: name, Version: version})
-		i = skipSpaceString(s, i+1)
-		if i < len(s) && s[i] == ',' {
-			i = skipSpaceString(s, i+1)
-			continue
-		}
-		if i < len(s) && s[i] == ']' {
-			return out, i + 1, true
-		}
-		return nil, i, false
-	}
-}
-
-// listCap guesses the length of the array at s[i] for a capacity: the
-// count of sep before the first end (one per element, give or take one; a
-// string holding either only spoils the guess). One fast pass over the
-// bytes saves the slice growing from empty through half a dozen copies.
-func listCap(s string, i int, end, sep string) int {
-	j := strings.Index(s[i:], end)
-	if j < 0 {
-		return 0
-	}
-	return strings.Count(s[i:i+j], sep) + 1
-}
-
-func skipSpaceString(s string, i int) int {
-	for i < len(s) && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r') {
-		i++
-	}
-	return i
+	end, ok := eachElement(s, i, func(i int) (int, bool) {
+		var pair [2]string
+		n := 0
+		j, ok := eachElement(s, i, func(i int) (int, bool) {
+			if n == 2 {
+				return i, false
+			}
+			v, j, ok := plainSlice(s, i)
+			pair[n] = v
+			n++
+			return j, ok
+		})
+		out = append(out, LockDep{Name: pair[0], Version: pair[1]})
+		return j, ok && n == 2
+	})
+	return out, end, ok
 }

@@ -18,24 +18,9 @@ func plainPlan(data []byte) (PrefetchPlan, bool) {
 		p    PrefetchPlan
 		seen uint8
 	)
-	i := skipSpaceString(s, 0)
-	if i >= len(s) || s[i] != '{' {
-		return p, false
-	}
-	i = skipSpaceString(s, i+1)
-	for first := true; ; first = false {
-		if first && i < len(s) && s[i] == '}' {
-			break
-		}
-		key, j, ok := plainSlice(s, i)
-		if !ok {
-			return p, false
-		}
-		if i = skipSpaceString(s, j); i >= len(s) || s[i] != ':' {
-			return p, false
-		}
-		i = skipSpaceString(s, i+1)
+	end, ok := eachMember(s, skipSpaceString(s, 0), func(key string, i int) (int, bool) {
 		var bit uint8
+		ok := false
 		switch key {
 		case "plan_id":
 			bit = 1
@@ -56,21 +41,12 @@ func plainPlan(data []byte) (PrefetchPlan, bool) {
 			bit = 16
 			p.Stats, i, ok = plainStats(s, i)
 		}
-		if bit == 0 || !ok || seen&bit != 0 {
-			return p, false // other fields, repeats, anything not plain
-		}
+		// Other fields, repeats and anything not plain: encoding/json's.
+		ok = ok && seen&bit == 0
 		seen |= bit
-		i = skipSpaceString(s, i)
-		if i < len(s) && s[i] == ',' {
-			i = skipSpaceString(s, i+1)
-			continue
-		}
-		if i >= len(s) || s[i] != '}' {
-			return p, false
-		}
-		break
-	}
-	if skipSpaceString(s, i+1) != len(s) || seen&4 == 0 {
+		return i, ok
+	})
+	if !ok || skipSpaceString(s, end) != len(s) || seen&4 == 0 {
 		return p, false
 	}
 	if p.Candidates == nil {
@@ -81,34 +57,17 @@ func plainPlan(data []byte) (PrefetchPlan, bool) {
 
 // plainCandidates reads an array of candidates at s[i] (b is s's bytes).
 func plainCandidates(b []byte, s string, i int) ([]PrefetchCandidate, int, bool) {
-	if i >= len(s) || s[i] != '[' {
-		return nil, i, false
-	}
 	n := listCap(s, i, "]", "{")
 	out := make([]PrefetchCandidate, 0, n)
 	// The demand indexes point into one array, not an allocation each (a
 	// reallocation leaves earlier ones in the old array, still valid).
 	demands := make([]uint32, 0, n)
-	i = skipSpaceString(s, i+1)
-	if i < len(s) && s[i] == ']' {
-		return out, i + 1, true
-	}
-	for {
+	end, ok := eachElement(s, i, func(i int) (int, bool) {
 		c, j, ok := plainCandidate(b, s, i, &demands)
-		if !ok {
-			return nil, i, false
-		}
 		out = append(out, c)
-		i = skipSpaceString(s, j)
-		if i < len(s) && s[i] == ',' {
-			i = skipSpaceString(s, i+1)
-			continue
-		}
-		if i < len(s) && s[i] == ']' {
-			return out, i + 1, true
-		}
-		return nil, i, false
-	}
+		return j, ok
+	})
+	return out, end, ok
 }
 
 // plainCandidate reads one candidate object at s[i]: cache_key and
@@ -116,24 +75,10 @@ func plainCandidates(b []byte, s string, i int) ([]PrefetchCandidate, int, bool)
 // into demands.
 func plainCandidate(b []byte, s string, i int, demands *[]uint32) (PrefetchCandidate, int, bool) {
 	c := PrefetchCandidate{Source: SourceUnknown}
-	if i >= len(s) || s[i] != '{' {
-		return c, i, false
-	}
-	i = skipSpaceString(s, i+1)
 	var seen uint8
-	for first := true; ; first = false {
-		if first && i < len(s) && s[i] == '}' {
-			break
-		}
-		key, j, ok := plainSlice(s, i)
-		if !ok {
-			return c, i, false
-		}
-		if i = skipSpaceString(s, j); i >= len(s) || s[i] != ':' {
-			return c, i, false
-		}
-		i = skipSpaceString(s, i+1)
+	end, ok := eachMember(s, i, func(key string, i int) (int, bool) {
 		var bit uint8
+		ok := false
 		switch key {
 		case "cache_key":
 			bit = 1
@@ -163,21 +108,11 @@ func plainCandidate(b []byte, s string, i int, demands *[]uint32) (PrefetchCandi
 			*demands = append(*demands, uint32(d))
 			c.DemandIndex = &(*demands)[len(*demands)-1]
 		}
-		if bit == 0 || !ok || seen&bit != 0 {
-			return c, i, false
-		}
+		ok = ok && seen&bit == 0
 		seen |= bit
-		i = skipSpaceString(s, i)
-		if i < len(s) && s[i] == ',' {
-			i = skipSpaceString(s, i+1)
-			continue
-		}
-		if i >= len(s) || s[i] != '}' {
-			return c, i, false
-		}
-		break
-	}
-	return c, i + 1, seen&3 == 3
+		return i, ok
+	})
+	return c, end, ok && seen&3 == 3
 }
 
 // plainStats reads the stats object at s[i] with encoding/json (a few
