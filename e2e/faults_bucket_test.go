@@ -25,19 +25,14 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/minio/minio-go/v7"
 
 	"github.com/kache-planner/kache-planner/shared/layout"
 )
@@ -99,7 +94,7 @@ func TestFleetMinioRestartPrefetch(t *testing.T) {
 	builds := fleetJobBuilds(t, 12)
 	// Packs of 64-256 KiB: a plan's prefetch is a few MiB.
 	f := startFleet(t, fleetOptions{sidecars: 2, repository: "BurntSushi/ripgrep", packDivisor: 16, packMin: 64 << 10, packMax: 256 << 10})
-	proxy := bfStartProxy(t, f.minio.Host)
+	proxy := startFaultProxy(t, f.minio.Host)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -253,7 +248,7 @@ func TestFleetMinioRestartUpload(t *testing.T) {
 		packDivisor: 16, packMin: 64 << 10, packMax: 512 << 10})
 	// The sidecars reach MinIO through a proxy, to tell when a PUT is on
 	// its way to the bucket.
-	proxy := bfStartProxy(t, f.minio.Host)
+	proxy := startFaultProxy(t, f.minio.Host)
 	for _, s := range f.sidecars {
 		s.bucketEndpoint = proxy.endpoint()
 		s.restart(t)
@@ -357,7 +352,7 @@ func TestFleetSlowBucket(t *testing.T) {
 		stores  bfStoreCheck
 		peak    float64
 		took    time.Duration
-		proxy   *bfProxy
+		proxy   *faultProxy
 	)
 	recordScenario(t, "slow_bucket", func(r *scenarioResult) {
 		if results == nil {
@@ -388,7 +383,7 @@ func TestFleetSlowBucket(t *testing.T) {
 	prebuildFleet()
 	builds := fleetJobBuilds(t, 12)
 	f := startFleet(t, fleetOptions{sidecars: 3, coldRunners: true, repository: "BurntSushi/ripgrep"})
-	proxy = bfStartProxy(t, f.minio.Host)
+	proxy = startFaultProxy(t, f.minio.Host)
 	proxy.shape(latency, rate)
 	// Read at each build's fresh start.
 	for _, s := range f.sidecars {
@@ -438,21 +433,9 @@ func TestFleetSlowBucket(t *testing.T) {
 // read, the stores hold only the bucket's bytes, nothing acknowledged lost.
 func bfCommon(t *testing.T, results []buildResult, check bucketCheck, stores bfStoreCheck) {
 	t.Helper()
-	for _, r := range results {
-		if !r.Done {
-			t.Errorf("build %d on runner %d did not finish: errors %v", r.Seq, r.Runner, r.Errors)
-		} else if r.LocalHits+r.RemoteHits+r.Misses != r.Units {
-			t.Errorf("build %d: %d units, %d hits and %d misses", r.Seq, r.Units, r.LocalHits+r.RemoteHits, r.Misses)
-		}
-		if r.Corrupt != 0 {
-			t.Errorf("build %d read %d objects with bytes other than uploaded: %v", r.Seq, r.Corrupt, r.Errors)
-		}
-	}
+	faultsCommon(t, results, check)
 	if stores.Objects == 0 || len(stores.Bad) != 0 {
 		t.Errorf("sidecar stores: %d objects, %d not the bucket's bytes: %v", stores.Objects, len(stores.Bad), stores.Bad)
-	}
-	if check.Keys == 0 || len(check.Lost) != 0 {
-		t.Errorf("%d acknowledged uploads, %d not in the bucket as acknowledged: %v", check.Keys, len(check.Lost), check.Lost)
 	}
 }
 
@@ -580,7 +563,7 @@ func bfCheckStores(t *testing.T, f *fleet) bfStoreCheck {
 				objectKey := kind.key("artifacts", crate, key)
 				local, err := os.ReadFile(path)
 				must(t, err)
-				remote, err := bfBucketBytes(ctx, f, objectKey)
+				remote, err := faultBucketBytes(ctx, f, objectKey)
 				sum := sha256Hex(local)
 				want, known := f.reg.expected(objectKey)
 				switch {
@@ -595,15 +578,6 @@ func bfCheckStores(t *testing.T, f *fleet) bfStoreCheck {
 		}
 	}
 	return c
-}
-
-func bfBucketBytes(ctx context.Context, f *fleet, key string) ([]byte, error) {
-	obj, err := f.objects.client.GetObject(ctx, testBucket, key, minio.GetObjectOptions{})
-	if err != nil {
-		return nil, err
-	}
-	defer obj.Close()
-	return io.ReadAll(obj)
 }
 
 // bfBucketCheck is every object in the bucket against the PUTs of its key.
@@ -632,7 +606,7 @@ func bfCheckBucketBytes(t *testing.T, f *fleet) bfBucketCheck {
 			continue
 		}
 		c.Objects++
-		body, err := bfBucketBytes(ctx, f, key)
+		body, err := faultBucketBytes(ctx, f, key)
 		if err != nil {
 			c.Mismatched = append(c.Mismatched, fmt.Sprintf("%s (%v)", key, err))
 			continue
@@ -705,199 +679,4 @@ func bfAcked(f *fleet, key string) bool {
 	f.reg.mu.Lock()
 	defer f.reg.mu.Unlock()
 	return slices.ContainsFunc(f.reg.puts[key], func(a putAttempt) bool { return a.acked })
-}
-
-// bfProxy is a TCP proxy in front of the bucket that makes it slow: the
-// first bytes of each request (the first sent on a connection, or after an
-// answer came back on it) wait latency before they go on, and every byte
-// it carries, both ways and over all its connections, shares one
-// bandwidth cap. When the bucket's side of a connection ends (MinIO
-// killed), the client's side is closed at once, as MinIO's own would be;
-// a connection the bucket refuses is closed before a byte is read.
-type bfProxy struct {
-	ln     net.Listener
-	target string
-	done   chan struct{}
-	wg     sync.WaitGroup
-
-	latency atomic.Int64 // time.Duration
-	rate    atomic.Int64 // bytes per second; 0: no cap
-
-	capMu   sync.Mutex
-	capNext time.Time // when the link is free again
-
-	// requests are the requests delayed (or passed, without latency);
-	// bytes the bytes carried; putsOpen the PUT requests sent on whose
-	// answer has not begun.
-	requests, bytes, putsOpen atomic.Int64
-
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	closed bool
-}
-
-// bfStartProxy starts a proxy to target (host:port) that adds nothing
-// until shape is called; it is closed when the test ends.
-func bfStartProxy(t *testing.T, target string) *bfProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	p := &bfProxy{ln: ln, target: target, done: make(chan struct{}), conns: map[net.Conn]struct{}{}}
-	p.wg.Go(p.serve)
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *bfProxy) endpoint() string { return "http://" + p.ln.Addr().String() }
-
-// shape sets the latency added to each request and the bandwidth cap
-// (bytes per second, 0 for none), for connections open and new.
-func (p *bfProxy) shape(latency time.Duration, rate int64) {
-	p.latency.Store(int64(latency))
-	p.rate.Store(rate)
-}
-
-func (p *bfProxy) close() {
-	p.mu.Lock()
-	if !p.closed {
-		p.closed = true
-		close(p.done)
-		p.ln.Close()
-		for c := range p.conns {
-			c.Close()
-		}
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
-}
-
-// track registers a connection to close with the proxy; false when the
-// proxy is closed already (c is closed then).
-func (p *bfProxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		c.Close()
-		return false
-	}
-	p.conns[c] = struct{}{}
-	return true
-}
-
-func (p *bfProxy) untrack(c net.Conn) {
-	c.Close()
-	p.mu.Lock()
-	delete(p.conns, c)
-	p.mu.Unlock()
-}
-
-func (p *bfProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		if !p.track(c) {
-			return
-		}
-		p.wg.Go(func() { p.handle(c) })
-	}
-}
-
-func (p *bfProxy) handle(c net.Conn) {
-	defer p.untrack(c)
-	up, err := net.DialTimeout("tcp", p.target, 3*time.Second)
-	if err != nil {
-		return
-	}
-	if !p.track(up) {
-		return
-	}
-	defer p.untrack(up)
-	// answered is set when bytes came back since the client last sent:
-	// the next bytes the client sends start a new request. put is set
-	// while a PUT request waits for its answer.
-	var answered, put atomic.Bool
-	answered.Store(true)
-	answer := func() {
-		if put.Swap(false) {
-			p.putsOpen.Add(-1)
-		}
-	}
-	defer answer()
-	var once sync.Once
-	end := func() { once.Do(func() { c.Close(); up.Close() }) }
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		defer end()
-		p.pump(up, c, func(chunk []byte) {
-			if answered.Swap(false) {
-				p.requests.Add(1)
-				if strings.HasPrefix(string(chunk[:min(len(chunk), 4)]), "PUT ") && !put.Swap(true) {
-					p.putsOpen.Add(1)
-				}
-				p.wait(time.Duration(p.latency.Load()))
-			}
-		})
-	})
-	wg.Go(func() {
-		defer end()
-		p.pump(c, up, func([]byte) {
-			answered.Store(true)
-			answer()
-		})
-	})
-	wg.Wait()
-}
-
-// pump copies src to dst, calling before with each chunk ahead of
-// forwarding it and holding each chunk to the bandwidth cap, until either
-// side fails.
-func (p *bfProxy) pump(dst, src net.Conn, before func(chunk []byte)) {
-	buf := make([]byte, 16<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			before(buf[:n])
-			p.wait(p.reserve(n))
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-			p.bytes.Add(int64(n))
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// reserve books n bytes on the capped link and returns how long to wait
-// for the slot.
-func (p *bfProxy) reserve(n int) time.Duration {
-	rate := p.rate.Load()
-	if rate <= 0 {
-		return 0
-	}
-	p.capMu.Lock()
-	defer p.capMu.Unlock()
-	now := time.Now()
-	if p.capNext.Before(now) {
-		p.capNext = now
-	}
-	wait := p.capNext.Sub(now)
-	p.capNext = p.capNext.Add(time.Duration(float64(n) / float64(rate) * float64(time.Second)))
-	return wait
-}
-
-// wait sleeps d, or until the proxy closes.
-func (p *bfProxy) wait(d time.Duration) {
-	if d <= 0 {
-		return
-	}
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-tm.C:
-	case <-p.done:
-	}
 }

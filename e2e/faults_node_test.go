@@ -30,7 +30,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -41,8 +40,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/minio/minio-go/v7"
 
 	"github.com/kache-planner/kache-planner/shared/layout"
 	"github.com/kache-planner/kache-planner/shared/wire"
@@ -144,7 +141,7 @@ func TestFleetCentralKillIngest(t *testing.T) {
 	t.Logf("manifests posted: %d acknowledged, %d failed (%v); %d acknowledged not planned after the last restart",
 		posted.acked, posted.failed, posted.firstErr, len(notPlanned))
 
-	fnCommon(t, results, check)
+	faultsCommon(t, results, check)
 	if sum.Errors != 0 {
 		t.Errorf("%d requests of the builds failed; central is not on their path", sum.Errors)
 	}
@@ -292,7 +289,7 @@ func TestFleetCentralDownBuild(t *testing.T) {
 	check = f.checkBucket(t)
 	peak = f.peakRSSMiB(t)
 
-	fnCommon(t, slices.Concat(warm, outage, after), check)
+	faultsCommon(t, slices.Concat(warm, outage, after), check)
 	if n := summarize(slices.Concat(warm, outage, after)).Errors; n != 0 {
 		t.Errorf("%d requests of the builds failed; central is not on their path", n)
 	}
@@ -402,7 +399,8 @@ func TestFleetSidecarKill(t *testing.T) {
 	// Runner 0: a new pod (its stop flushed its reports, so central knows
 	// build 0), reading the bucket slowly.
 	s := f.sidecars[0]
-	proxy := fnStartProxy(t, f.minio.Host, 256<<10)
+	proxy := startFaultProxy(t, f.minio.Host)
+	proxy.capEachConn(256 << 10)
 	s.bucketEndpoint = proxy.endpoint()
 	if err := s.fresh(t, nil); err != nil {
 		t.Fatal(err)
@@ -455,7 +453,7 @@ func TestFleetSidecarKill(t *testing.T) {
 	peak = f.peakRSSMiB(t)
 
 	all := slices.Concat(warm, again, later)
-	fnCommon(t, all, check)
+	faultsCommon(t, all, check)
 	if n := summarize(all).Errors; n != 0 {
 		t.Errorf("%d requests of the builds failed", n)
 	}
@@ -606,7 +604,7 @@ func TestFleetDiskFull(t *testing.T) {
 	t.Logf("runner 1's store after the run: %d objects verified, %d temp files, %d bad, %d KiB free", store.Objects, store.Temps, len(store.Bad), freeAfter>>10)
 
 	all := slices.Concat(phase1, phase2)
-	fnCommon(t, all, check)
+	faultsCommon(t, all, check)
 	if n := summarize(all).Errors; n != 0 {
 		t.Errorf("%d requests of the builds failed; a full disk must not fail serving or uploads", n)
 	}
@@ -660,26 +658,6 @@ func fnFree(t *testing.T, dir string) int64 {
 	var st syscall.Statfs_t
 	must(t, syscall.Statfs(dir, &st))
 	return int64(st.Bavail) * st.Bsize
-}
-
-// fnCommon asserts what every node fault scenario does: every build
-// finished with each unit either served intact or compiled, no corrupt
-// read, nothing acknowledged lost from the bucket.
-func fnCommon(t *testing.T, results []buildResult, check bucketCheck) {
-	t.Helper()
-	for _, r := range results {
-		if !r.Done {
-			t.Errorf("build %d on runner %d did not finish: errors %v", r.Seq, r.Runner, r.Errors)
-		} else if r.LocalHits+r.RemoteHits+r.Misses != r.Units {
-			t.Errorf("build %d: %d units, %d hits and %d misses", r.Seq, r.Units, r.LocalHits+r.RemoteHits, r.Misses)
-		}
-		if r.Corrupt != 0 {
-			t.Errorf("build %d read %d objects with bytes other than uploaded: %v", r.Seq, r.Corrupt, r.Errors)
-		}
-	}
-	if check.Keys == 0 || len(check.Lost) != 0 {
-		t.Errorf("%d acknowledged uploads, %d not in the bucket as acknowledged: %v", check.Keys, len(check.Lost), check.Lost)
-	}
 }
 
 func fnLogBuilds(t *testing.T, phase string, results []buildResult) {
@@ -828,7 +806,7 @@ func fnCheckStore(t *testing.T, f *fleet, dir string) fnStoreCheck {
 			continue
 		}
 		must(t, err)
-		remote, err := fnBucketBytes(ctx, f, o.objectKey)
+		remote, err := faultBucketBytes(ctx, f, o.objectKey)
 		sum := sha256Hex(local)
 		want, known := f.reg.expected(o.objectKey)
 		switch {
@@ -841,116 +819,6 @@ func fnCheckStore(t *testing.T, f *fleet, dir string) fnStoreCheck {
 		}
 	}
 	return c
-}
-
-func fnBucketBytes(ctx context.Context, f *fleet, key string) ([]byte, error) {
-	obj, err := f.objects.client.GetObject(ctx, testBucket, key, minio.GetObjectOptions{})
-	if err != nil {
-		return nil, err
-	}
-	defer obj.Close()
-	return io.ReadAll(obj)
-}
-
-// fnProxy is a TCP proxy that caps each connection's bytes from the
-// target to rate per second.
-type fnProxy struct {
-	ln     net.Listener
-	target string
-	rate   int64
-
-	mu     sync.Mutex
-	conns  map[net.Conn]bool
-	closed bool
-}
-
-func fnStartProxy(t *testing.T, target string, rate int64) *fnProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	p := &fnProxy{ln: ln, target: target, rate: rate, conns: map[net.Conn]bool{}}
-	go p.serve()
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *fnProxy) endpoint() string { return "http://" + p.ln.Addr().String() }
-
-func (p *fnProxy) close() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return
-	}
-	p.closed = true
-	p.ln.Close()
-	for c := range p.conns {
-		c.Close()
-	}
-}
-
-func (p *fnProxy) track(cs ...net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return false
-	}
-	for _, c := range cs {
-		p.conns[c] = true
-	}
-	return true
-}
-
-func (p *fnProxy) untrack(cs ...net.Conn) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range cs {
-		delete(p.conns, c)
-		c.Close()
-	}
-}
-
-func (p *fnProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		go p.handle(c)
-	}
-}
-
-func (p *fnProxy) handle(c net.Conn) {
-	u, err := net.Dial("tcp", p.target)
-	if err != nil {
-		c.Close()
-		return
-	}
-	if !p.track(c, u) {
-		c.Close()
-		u.Close()
-		return
-	}
-	defer p.untrack(c, u)
-	go func() {
-		_, _ = io.Copy(u, c)
-		if tc, ok := u.(*net.TCPConn); ok {
-			_ = tc.CloseWrite()
-		}
-	}()
-	buf := make([]byte, 16<<10)
-	for {
-		n, err := u.Read(buf)
-		if n > 0 {
-			time.Sleep(time.Duration(int64(n) * int64(time.Second) / p.rate))
-			if _, werr := c.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
 }
 
 // fnPoster posts build manifests to central from several clients, as
