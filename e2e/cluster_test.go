@@ -125,15 +125,34 @@ func must(t testing.TB, err error) {
 	}
 }
 
-// buildService builds kache-service once per test binary: with the race
-// detector for tests, without it for benchmarks, whose figures it would skew.
+// binDirs are the directories buildBinary made; TestMain removes them when
+// every test is done (each run built about 65 MB there).
+var binDirs struct {
+	mu   sync.Mutex
+	dirs []string
+}
+
+// removeBinaries removes what buildBinary built.
+func removeBinaries() {
+	binDirs.mu.Lock()
+	defer binDirs.mu.Unlock()
+	for _, d := range binDirs.dirs {
+		os.RemoveAll(d)
+	}
+	binDirs.dirs = nil
+}
+
 // buildBinary builds one of the product's binaries for the tests: with the
-// race detector for tests, without it for benchmarks.
+// race detector for tests, without it for benchmarks, whose figures it
+// would skew.
 func buildBinary(name, pkg string, race bool) (string, error) {
 	dir, err := os.MkdirTemp("", "kache-e2e-bin-*")
 	if err != nil {
 		return "", err
 	}
+	binDirs.mu.Lock()
+	binDirs.dirs = append(binDirs.dirs, dir)
+	binDirs.mu.Unlock()
 	bin := filepath.Join(dir, name)
 	args := []string{"build", "-o", bin}
 	if race {

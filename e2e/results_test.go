@@ -119,6 +119,7 @@ func (r scenarioResult) line() string {
 // writes it to e2e-results.json at the repository root.
 func TestMain(m *testing.M) {
 	code := m.Run()
+	removeBinaries()
 	results.mu.Lock()
 	all := slices.Clone(results.all)
 	results.mu.Unlock()
