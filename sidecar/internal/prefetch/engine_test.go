@@ -62,12 +62,7 @@ func (f *fakeSource) Open(ctx context.Context, key string) (io.ReadCloser, s3sou
 	f.mu.Unlock()
 	n := f.inflight.Add(1)
 	defer f.inflight.Add(-1)
-	for {
-		m := f.maxSeen.Load()
-		if n <= m || f.maxSeen.CompareAndSwap(m, n) {
-			break
-		}
-	}
+	raisePeak(&f.maxSeen, n)
 	if stall != nil {
 		<-stall
 	}
@@ -472,5 +467,15 @@ func TestOutcomeWithoutDemandObservation(t *testing.T) {
 	r := rec.reports[0]
 	if r.Fetched != 2 || r.Unused != 0 || r.Missed != 0 || r.Timeline.Transfers[0].Outcome != "not_observed/fetched" {
 		t.Fatalf("report %+v, first transfer %+v", r, r.Timeline.Transfers[0])
+	}
+}
+
+// raisePeak makes peak at least v, for counters of things at once.
+func raisePeak(peak *atomic.Int64, v int64) {
+	for {
+		old := peak.Load()
+		if v <= old || peak.CompareAndSwap(old, v) {
+			return
+		}
 	}
 }

@@ -71,9 +71,7 @@ func (g *laneBody) Read(p []byte) (int, error) {
 		g.src.mu.Lock()
 		g.src.started = append(g.src.started, g.key)
 		g.src.mu.Unlock()
-		n := g.src.running.Add(1)
-		for m := g.src.maxRun.Load(); n > m && !g.src.maxRun.CompareAndSwap(m, n); m = g.src.maxRun.Load() {
-		}
+		raisePeak(&g.src.maxRun, g.src.running.Add(1))
 		if g.gate != nil {
 			select {
 			case <-g.gate:

@@ -79,15 +79,6 @@ func startSlowBucket(b *testing.B, target string) *slowBucket {
 	return p
 }
 
-func raisePeak(peak *atomic.Int64, v int64) {
-	for {
-		old := peak.Load()
-		if v <= old || peak.CompareAndSwap(old, v) {
-			return
-		}
-	}
-}
-
 func (p *slowBucket) resetPeaks() {
 	p.peakGets.Store(0)
 	p.peakBodies.Store(0)

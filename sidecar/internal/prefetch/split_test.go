@@ -42,13 +42,7 @@ func newRangeFake() *rangeFake { return &rangeFake{fakeSource: newFake()} }
 func (rf *rangeFake) with(e *Engine) { e.ranges = rf }
 
 func (rf *rangeFake) enter() func() {
-	n := rf.running.Add(1)
-	for {
-		m := rf.maxRun.Load()
-		if n <= m || rf.maxRun.CompareAndSwap(m, n) {
-			break
-		}
-	}
+	raisePeak(&rf.maxRun, rf.running.Add(1))
 	return func() { rf.running.Add(-1) }
 }
 
