@@ -669,8 +669,18 @@ func (e *Engine) attempt(ctx context.Context, f *flight) (n int64, retry bool, e
 	if err != nil {
 		return 0, false, err
 	}
+	// The store's space is taken once a lane is: a body waiting for one
+	// holds no reservation nor temp file.
+	lane, err := e.awaitLane(ctx, f)
+	if err != nil {
+		if s != nil {
+			s.settle(obj.Size, 0)
+		}
+		return 0, false, err
+	}
 	w, err := e.st.Create(r, obj.Size, store.Meta{ETag: obj.ETag, LastModified: obj.LastModified, Encrypted: obj.Encrypted})
 	if err != nil {
+		e.releaseLanes(lane)
 		if s != nil {
 			s.settle(obj.Size, 0)
 		}
@@ -685,14 +695,6 @@ func (e *Engine) attempt(ctx context.Context, f *flight) (n int64, retry bool, e
 		}
 		mw = &magicWriter{w: w, ref: r}
 		return mw
-	}
-	lane, err := e.awaitLane(ctx, f)
-	if err != nil {
-		w.Abort()
-		if s != nil {
-			s.settle(obj.Size, 0)
-		}
-		return 0, false, err
 	}
 	parts := e.takeParts(obj)
 	if parts > 1 {

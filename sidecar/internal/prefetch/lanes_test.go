@@ -170,6 +170,10 @@ func TestLookaheadSendsRequestsBeforeALaneFrees(t *testing.T) {
 	if got := src.order(); !slices.Equal(got, keys[:1]) {
 		t.Fatalf("bodies streaming while the lane is busy: %v", got)
 	}
+	// Only the streaming body holds store space; the waiting ones none.
+	if r := st.Stats().ReservedBytes; r != 1000 {
+		t.Fatalf("%d bytes reserved in the store while one 1000-byte body streams", r)
+	}
 	close(g0)
 	wait(t, s)
 	if got := src.order(); !slices.Equal(got, keys) {
