@@ -55,6 +55,7 @@ func (f *fakeSource) Open(ctx context.Context, key string) (io.ReadCloser, s3sou
 	f.mu.Lock()
 	f.opens[key]++
 	data, ok := f.objects[key]
+	etag := f.etags[key] // read with the object: a test may replace both
 	gate := f.gate[key]
 	stall := f.stall[key]
 	broken := f.breakOnce[key]
@@ -76,7 +77,7 @@ func (f *fakeSource) Open(ctx context.Context, key string) (io.ReadCloser, s3sou
 	if !ok {
 		return nil, s3source.Object{}, fmt.Errorf("%w: %s", s3source.ErrNotFound, key)
 	}
-	obj := s3source.Object{Key: key, Size: int64(len(data)), ETag: f.etags[key]}
+	obj := s3source.Object{Key: key, Size: int64(len(data)), ETag: etag}
 	if broken {
 		return io.NopCloser(io.MultiReader(bytes.NewReader(data[:len(data)/2]), errReader{})), obj, nil
 	}
